@@ -1,0 +1,1 @@
+"""Kubernetes and monitoring manifests (KubeRay RayService, Prometheus) rendered from the app config."""

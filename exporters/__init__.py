@@ -1,0 +1,1 @@
+"""Turn prompt artifacts and frozen backbones into deployable bundles."""

@@ -1,0 +1,116 @@
+"""Prompt artifacts: a pydantic manifest plus tensors in safetensors, content-addressed.
+
+An artifact is the small learned part of a prompt method (context vectors, templates, class
+names). It never holds pickled objects. Its content id is the sha256 of the manifest's canonical
+JSON (without `created_at`, so re-importing the same checkpoint gives the same id) and of the
+tensor file's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TENSORS_FILE = "prompt.safetensors"
+MAX_CLASSES = 100_000
+
+
+class ArtifactError(ValueError):
+    """An artifact that cannot be read or does not fit its backbone."""
+
+
+class ArtifactManifest(BaseModel):
+    """What an artifact is, for which backbone, over which classes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    task: Literal["classify"] = "classify"
+    method: str = Field(description="Prompt method, e.g. `templates` or `coop`.")
+    backbone: str = Field(description="BackboneSpec.id the artifact was built for.")
+    classnames: list[str] = Field(min_length=1, max_length=MAX_CLASSES)
+    templates: list[str] | None = Field(None, description="Template ensemble, if the method uses one.")
+    hparams: dict[str, Any] = Field(default_factory=dict, description="Method hyper-parameters.")
+    source: str | None = Field(None, description="Where it came from, e.g. the imported checkpoint.")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @field_validator("classnames")
+    @classmethod
+    def _nonempty_names(cls, names: list[str]) -> list[str]:
+        if any(not n.strip() for n in names):
+            raise ValueError("class names must be non-empty")
+        return names
+
+
+class PromptArtifact:
+    """A manifest and its tensors (numpy, any float dtype)."""
+
+    def __init__(self, manifest: ArtifactManifest, tensors: dict[str, np.ndarray] | None = None):
+        self.manifest = manifest
+        self.tensors = dict(tensors or {})
+
+    # -- serialisation ---------------------------------------------------------------------
+    def tensor_bytes(self) -> bytes:
+        from safetensors.numpy import save
+
+        return save({k: np.ascontiguousarray(v) for k, v in sorted(self.tensors.items())})
+
+    @property
+    def content_id(self) -> str:
+        canonical = self.manifest.model_dump(mode="json", exclude={"created_at"})
+        h = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode())
+        h.update(self.tensor_bytes())
+        return h.hexdigest()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `manifest.json` and `prompt.safetensors` into `directory`."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST_FILE).write_text(self.manifest.model_dump_json(indent=2))
+        (out / TENSORS_FILE).write_bytes(self.tensor_bytes())
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PromptArtifact:
+        path = Path(directory)
+        try:
+            manifest = json.loads((path / MANIFEST_FILE).read_text())
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"{path} has no {MANIFEST_FILE}; is it an artifact directory?") from exc
+        blob = (path / TENSORS_FILE).read_bytes() if (path / TENSORS_FILE).exists() else None
+        return cls.from_parts(manifest, blob)
+
+    @classmethod
+    def from_parts(cls, manifest: dict[str, Any] | str, tensors: bytes | None) -> PromptArtifact:
+        """Validate a manifest (dict or JSON) and safetensors bytes, e.g. from an HTTP body."""
+        try:
+            parsed = (
+                ArtifactManifest.model_validate_json(manifest)
+                if isinstance(manifest, str)
+                else ArtifactManifest.model_validate(manifest)
+            )
+        except ValidationError as exc:
+            raise ArtifactError(f"invalid artifact manifest: {_first_error(exc)}") from exc
+        arrays: dict[str, np.ndarray] = {}
+        if tensors:
+            from safetensors.numpy import load
+
+            try:
+                arrays = load(tensors)
+            except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's input
+                raise ArtifactError(f"tensors are not a valid safetensors file: {exc}") from exc
+        return cls(parsed, arrays)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "manifest"
+    return f"{where}: {err['msg']}"

@@ -1,0 +1,104 @@
+"""The bundle: what export writes for one backbone and what every engine reads.
+
+Layout of a bundle directory:
+    bundle.json              BundleManifest (below)
+    vision.onnx, text.onnx   graphs (see exporters/graphs.py for their inputs and outputs)
+    token_embedding.safetensors   the text tower's token-embedding table, so the server can
+                             build prompt embeddings without torch
+    bpe_simple_vocab_16e6.txt.gz  the CLIP BPE vocabulary
+Reading a bundle needs numpy and safetensors only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptserve.exporters.backbones import BackboneSpec
+from promptserve.exporters.tokenizer import ClipTokenizer
+
+BUNDLE_FILE = "bundle.json"
+
+
+class BundleError(ValueError):
+    """A bundle directory that is missing or incomplete."""
+
+
+class PreprocessConfig(BaseModel):
+    """open_clip's eval transform: resize shortest side, center crop, normalise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    size: int = Field(description="Square model input size in pixels.")
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    resize_mode: Literal["shortest"] = "shortest"
+
+
+class GraphInfo(BaseModel):
+    file: str
+    inputs: list[str]
+    outputs: list[str]
+
+
+class ParityResult(BaseModel):
+    """ONNX Runtime vs torch on seeded inputs."""
+
+    max_abs_diff: float
+    min_cosine: float
+    tolerance: float
+    batch: int
+    passed: bool
+
+
+class BundleManifest(BaseModel):
+    schema_version: Literal[1] = 1
+    backbone: BackboneSpec
+    backbone_id: str
+    embed_dim: int
+    text_width: int
+    context_length: int
+    logit_scale: float = Field(description="exp(CLIP logit_scale): the classifier temperature.")
+    preprocess: PreprocessConfig
+    graphs: dict[str, GraphInfo]
+    token_embedding_file: str = "token_embedding.safetensors"
+    tokenizer_file: str = "bpe_simple_vocab_16e6.txt.gz"
+    parity: dict[str, ParityResult] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+class Bundle:
+    """A bundle directory opened for reading."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        path = self.dir / BUNDLE_FILE
+        if not path.exists():
+            raise BundleError(f"{self.dir} is not a bundle (no {BUNDLE_FILE}); run `promptserve export`")
+        self.manifest = BundleManifest.model_validate_json(path.read_text())
+
+    @property
+    def backbone_id(self) -> str:
+        return self.manifest.backbone_id
+
+    def graph_path(self, name: str) -> Path:
+        try:
+            return self.dir / self.manifest.graphs[name].file
+        except KeyError:
+            raise BundleError(f"bundle has no {name!r} graph; it has {sorted(self.manifest.graphs)}") from None
+
+    @cached_property
+    def tokenizer(self) -> ClipTokenizer:
+        return ClipTokenizer(self.dir / self.manifest.tokenizer_file, self.manifest.context_length)
+
+    @cached_property
+    def token_embedding(self) -> np.ndarray:
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.dir / self.manifest.token_embedding_file))["weight"]

@@ -1,0 +1,20 @@
+"""Prompt methods by name. Adding a method is one module and one entry here."""
+
+from __future__ import annotations
+
+from promptserve.exporters.artifacts import ArtifactError
+from promptserve.exporters.methods.base import PromptMethod
+from promptserve.exporters.methods.coop import CoOpMethod
+from promptserve.exporters.methods.templates import TemplatesMethod
+
+METHODS: dict[str, type[PromptMethod]] = {m.name: m for m in (TemplatesMethod, CoOpMethod)}
+
+
+def get_method(name: str) -> type[PromptMethod]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ArtifactError(f"unknown prompt method {name!r}; available: {sorted(METHODS)}") from None
+
+
+__all__ = ["METHODS", "CoOpMethod", "PromptMethod", "TemplatesMethod", "get_method"]

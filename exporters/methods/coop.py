@@ -1,0 +1,89 @@
+"""`coop`: learned context vectors (Zhou et al., IJCV 2022).
+
+Prompts are built exactly as KaiyangZhou/CoOp `trainers/coop.py::PromptLearner` builds them:
+the text "X X ... X <name>." is tokenized, embedded, and the n_ctx embeddings after SOS are
+replaced by the context (shared [n_ctx, D] or class-specific [n_cls, n_ctx, D]); the class name
+goes at the `end`, `middle` (between the two context halves) or `front`; features are taken at
+the EOT position. The prefix/suffix embeddings in official checkpoints are ignored and rebuilt
+from the given class names, as CoOp's `load_model` does.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.methods.base import PromptMethod
+from promptserve.exporters.text import TextTower, l2_normalize
+
+
+class CoOpParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_ctx: int = Field(ge=1, description="Number of learned context tokens.")
+    csc: bool = Field(False, description="Class-specific context (one context per class).")
+    class_token_position: Literal["end", "middle", "front"] = "end"
+
+
+class CoOpMethod(PromptMethod):
+    name = "coop"
+    params_model = CoOpParams
+
+    @classmethod
+    def validate(cls, artifact: PromptArtifact, *, text_width: int) -> None:
+        p: CoOpParams = cls.params(artifact)
+        ctx = artifact.tensors.get("ctx")
+        n_cls = len(artifact.manifest.classnames)
+        expected = (n_cls, p.n_ctx, text_width) if p.csc else (p.n_ctx, text_width)
+        if ctx is None or tuple(ctx.shape) != expected:
+            got = None if ctx is None else tuple(ctx.shape)
+            raise ArtifactError(
+                f"coop artifact needs tensor `ctx` of shape {expected} for {n_cls} classes, "
+                f"n_ctx={p.n_ctx}, csc={p.csc} on a text width of {text_width}; got {got}"
+            )
+
+    @classmethod
+    def class_features(cls, artifact: PromptArtifact, tower: TextTower) -> np.ndarray:
+        p: CoOpParams = cls.params(artifact)
+        prompts, eot = build_prompts(
+            tower,
+            artifact.tensors["ctx"].astype(np.float32),
+            artifact.manifest.classnames,
+            p.class_token_position,
+        )
+        return l2_normalize(tower.encode(prompts, eot)).astype(np.float32)
+
+
+def build_prompts(
+    tower: TextTower, ctx: np.ndarray, classnames: list[str], position: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token-embedding sequences [n_cls, L, D] and EOT positions [n_cls] for CoOp prompts."""
+    n_ctx = ctx.shape[-2]
+    names = [name.replace("_", " ") for name in classnames]
+    name_lens = [len(tower.tokenizer.encode(name)) for name in names]
+    prefix_text = " ".join(["X"] * n_ctx)
+    ids = tower.tokenizer([f"{prefix_text} {name}." for name in names])
+    if int(ids.argmax(-1).min()) < 1 + n_ctx:
+        raise ArtifactError("a class name is too long: its prompt does not fit the context length")
+    emb = tower.embed_tokens(ids)
+    if ctx.ndim == 2:
+        ctx = np.broadcast_to(ctx, (len(names), *ctx.shape))
+    prefix, suffix = emb[:, :1], emb[:, 1 + n_ctx :]
+    if position == "end":
+        prompts = np.concatenate([prefix, ctx, suffix], axis=1)
+    else:
+        half = n_ctx // 2
+        rows = []
+        for i, n in enumerate(name_lens):
+            name_i, rest_i = suffix[i, :n], suffix[i, n:]
+            parts = (
+                [prefix[i], ctx[i, :half], name_i, ctx[i, half:], rest_i]
+                if position == "middle"
+                else [prefix[i], name_i, ctx[i], rest_i]
+            )
+            rows.append(np.concatenate(parts, axis=0))
+        prompts = np.stack(rows)
+    return np.ascontiguousarray(prompts, dtype=np.float32), ids.argmax(axis=-1)

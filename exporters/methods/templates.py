@@ -1,0 +1,27 @@
+"""`templates`: a hand-written template ensemble (CLIP's zero-shot recipe)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.methods.base import PromptMethod
+from promptserve.exporters.templates import resolve_templates
+from promptserve.exporters.text import TextTower, template_ensemble
+
+
+class TemplatesMethod(PromptMethod):
+    name = "templates"
+
+    @classmethod
+    def validate(cls, artifact: PromptArtifact, *, text_width: int) -> None:
+        super().validate(artifact, text_width=text_width)
+        try:
+            resolve_templates(artifact.manifest.templates or None)
+        except ValueError as exc:
+            raise ArtifactError(str(exc)) from exc
+
+    @classmethod
+    def class_features(cls, artifact: PromptArtifact, tower: TextTower) -> np.ndarray:
+        templates = resolve_templates(artifact.manifest.templates or None)
+        return template_ensemble(tower, artifact.manifest.classnames, templates)

@@ -1,0 +1,66 @@
+"""The text side of a bundle as plain numpy: tokenize, look up embeddings, encode.
+
+Prompt methods build token-embedding sequences here (splicing learned context vectors in) and
+hand them to whichever engine runs the text graph, so every method is written once for all
+engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from promptserve.exporters.tokenizer import ClipTokenizer
+
+EncodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class TextTower:
+    """Tokenizer + token-embedding table + an engine's text-graph call, chunked."""
+
+    def __init__(
+        self,
+        tokenizer: ClipTokenizer,
+        token_embedding: np.ndarray,
+        encode_fn: EncodeFn,
+        *,
+        chunk_size: int = 256,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.token_embedding = token_embedding
+        self._encode_fn = encode_fn
+        self.chunk_size = chunk_size
+
+    def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
+        """[N, L] int ids -> [N, L, D] float32 embeddings."""
+        return self.token_embedding[ids].astype(np.float32, copy=False)
+
+    def encode(self, embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
+        """[N, L, D], [N] -> [N, E], in chunks so long vocabularies stay within memory."""
+        out = [
+            self._encode_fn(
+                np.ascontiguousarray(embeddings[i : i + self.chunk_size], dtype=np.float32),
+                np.ascontiguousarray(eot_index[i : i + self.chunk_size], dtype=np.int64),
+            )
+            for i in range(0, len(embeddings), self.chunk_size)
+        ]
+        return np.concatenate(out, axis=0)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Plain strings -> [N, E] unnormalised features (as CLIP's encode_text)."""
+        ids = self.tokenizer(list(texts))
+        return self.encode(self.embed_tokens(ids), ids.argmax(axis=-1))
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=axis, keepdims=True)
+
+
+def template_ensemble(tower: TextTower, classnames: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+    """CLIP's zero-shot classifier: per class, L2-normalise each template's embedding, average
+    over templates, re-normalise (openai/CLIP `Prompt_Engineering_for_ImageNet.ipynb`,
+    open_clip `zero_shot_classifier.py::build_zero_shot_classifier`). Returns [n_cls, E]."""
+    texts = [t.format(c) for c in classnames for t in templates]
+    feats = l2_normalize(tower.encode_texts(texts)).reshape(len(classnames), len(templates), -1)
+    return l2_normalize(feats.mean(axis=1)).astype(np.float32)

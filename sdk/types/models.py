@@ -1,0 +1,24 @@
+"""What the server serves, so clients can adapt (e.g. downscale images before upload)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ImageGeometry(BaseModel):
+    size: int = Field(description="Square model input size; images are resized (shortest side) and center-cropped to it.")
+    interpolation: str = Field(description="Resize filter, e.g. bicubic.")
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class ModelInfo(BaseModel):
+    """Body returned by `GET /v1/models`."""
+
+    backbone: str = Field(description="Id of the served backbone.")
+    embed_dim: int
+    engine: str = Field(description="torch or onnxruntime.")
+    image: ImageGeometry
+    max_images_per_request: int
+    max_body_bytes: int
+    tasks: list[str]
