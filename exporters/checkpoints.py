@@ -1,17 +1,16 @@
-"""Read training checkpoints from research repositories without executing their pickles.
+"""Read research-repo training checkpoints without executing their pickles.
 
-Dassl (used by CoOp/CoCoOp/MaPLe...) saves ``{"state_dict", "epoch", "optimizer", "scheduler",
-"val_result"}`` with ``torch.save``. Its warmup schedulers pickle the wrapped
-``CosineAnnealingLR`` *object* (and through it the SGD optimizer), so
-``torch.load(weights_only=True)`` refuses the file. Loading it with plain pickle would import
-and run whatever the file names, so we fall back to a restricted unpickler: tensors, storages,
-dtypes and plain containers are rebuilt; every other global becomes an inert :class:`Stub`
-that records what the file asked for and never imports or calls anything.
-"""
+Dassl (CoOp, CoCoOp, MaPLe...) checkpoints hold the scheduler's ``__dict__``, which pickles the
+wrapped ``CosineAnnealingLR`` *object* (and through it the SGD optimizer), so
+``torch.load(weights_only=True)`` refuses them, and plain pickle would import and run whatever
+the file names. We fall back to a restricted unpickler: tensors, storages, dtypes and plain
+containers are rebuilt; every other global becomes an inert :class:`Stub` that records what the
+file asked for and never imports or calls anything."""
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import pickle
@@ -54,9 +53,6 @@ class Stub:
     def append(self, item: Any) -> None:
         self.items.append(item)
 
-    def extend(self, items: Any) -> None:
-        self.items.extend(items)
-
     def __setitem__(self, key: Any, value: Any) -> None:
         self.setitems[key] = value
 
@@ -72,31 +68,30 @@ class Stub:
         return f"<Stub {self.qualname()} args={self.args!r} state={type(self.state).__name__}>"
 
 
+@functools.lru_cache(maxsize=1024)
 def _stub_class(module: str, name: str) -> type[Stub]:
+    logger.debug("checkpoint names %s.%s; replaced by an inert stub", module, name)
     return type("Stub", (Stub,), {"module": module, "name": name, "__module__": __name__})
-
-
-_LATIN1 = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1"})
 
 
 def _safe_codecs_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     """Protocol-2 pickles store ``bytes`` as ``_codecs.encode(str, "latin1")``; allow only that."""
-    if not isinstance(obj, str) or str(encoding).lower().replace("_", "-") not in _LATIN1:
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
         raise pickle.UnpicklingError(f"refusing _codecs.encode({type(obj).__name__}, {encoding!r})")
     return obj.encode("latin-1", errors)
 
 
-_SAFE_FACTORIES = (None, dict, list, set, int, float, str, tuple)
-
-
 def _safe_defaultdict(factory: Any = None, *args: Any) -> collections.defaultdict[Any, Any]:
     """Optimizer state is a ``defaultdict(dict)``; a non-builtin factory is dropped, not kept."""
-    return collections.defaultdict(factory if factory in _SAFE_FACTORIES else None, *args)
+    return collections.defaultdict(factory if factory in (dict, list, set, int) else None, *args)
 
 
 def _safe_rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
     """Tensors carrying Python attributes are pickled through this; only plain tensor types."""
-    if func not in _TENSOR_REBUILDERS_SET or new_type not in (torch.Tensor, torch.nn.Parameter):
+    if func not in _TENSOR_REBUILDERS.values() or new_type not in (
+        torch.Tensor,
+        torch.nn.Parameter,
+    ):
         return _stub_class("torch._tensor", "_rebuild_from_type_v2")(func, new_type, args, state)
     return torch._tensor._rebuild_from_type_v2(func, new_type, args, state)
 
@@ -104,8 +99,7 @@ def _safe_rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) 
 _TENSOR_REBUILDERS = {
     f"torch._utils.{n}": getattr(torch._utils, n)
     for n in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-              "_rebuild_parameter_with_state")
-    if hasattr(torch._utils, n)
+              "_rebuild_parameter_with_state") if hasattr(torch._utils, n)
 }  # fmt: skip
 _ALLOWED: dict[str, Any] = {
     **_TENSOR_REBUILDERS,
@@ -124,30 +118,19 @@ _ALLOWED: dict[str, Any] = {
     "torch.serialization._get_layout": torch.serialization._get_layout,
     "torch._tensor._rebuild_from_type_v2": _safe_rebuild_from_type_v2,
 }  # fmt: skip
-_TENSOR_REBUILDERS_SET = frozenset(_TENSOR_REBUILDERS.values())
-_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # protocol 2 (torch.save's)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """torch.load subclasses this and handles storages itself; every other global lands here."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._stubs: dict[tuple[str, str], type[Stub]] = {}
-
     def find_class(self, module: str, name: str) -> Any:
         module = _PY2_MODULES.get(module, module)
-        allowed = _ALLOWED.get(f"{module}.{name}")
-        if allowed is not None:
-            return allowed
-        if (module, name) not in self._stubs:
-            logger.debug("checkpoint names %s.%s; replaced by an inert stub", module, name)
-            self._stubs[module, name] = _stub_class(module, name)
-        return self._stubs[module, name]
+        return _ALLOWED.get(f"{module}.{name}") or _stub_class(module, name)
 
 
 # torch.load(pickle_module=...) wants a module-like object with ``Unpickler``, ``load``, __name__.
-_restricted_pickle = types.SimpleNamespace(
+_PICKLE = types.SimpleNamespace(
     __name__="promptserve_restricted_pickle",
     Unpickler=_RestrictedUnpickler,
     load=lambda file, **kwargs: _RestrictedUnpickler(file, **kwargs).load(),
@@ -162,33 +145,25 @@ def _summarize(err: Exception) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU without running code from it.
-
-    ``torch.load(weights_only=True)`` first; if it refuses (pickled scheduler/optimizer objects,
-    as in every Dassl checkpoint), the restricted unpickler. ``.safetensors`` files come back as
-    ``{"state_dict": tensors}`` so callers can treat both alike.
-    """
+    """Load onto the CPU without running code: weights-only torch.load, else (Dassl's pickled
+    scheduler objects) the restricted unpickler; ``.safetensors`` -> ``{"state_dict": ...}``."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.endswith(".safetensors"):
         try:
             from safetensors.torch import load_file
-        except ImportError as e:
-            raise CheckpointError(f"{path}: install `safetensors` to read this file") from e
-        try:
+
             return {"state_dict": load_file(path, device="cpu")}
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from e
+        except Exception as e:  # ImportError included: its message says what to install
+            raise CheckpointError(f"{path}: unreadable safetensors file ({e!r})") from e
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as strict_err:
         reason = _summarize(strict_err)
         logger.info("%s: weights-only load refused (%s); using restricted unpickler", path, reason)
         try:
-            ckpt = torch.load(
-                path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle
-            )
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_PICKLE)
         except Exception as e:
             raise CheckpointError(
                 f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}); "
@@ -215,13 +190,10 @@ def extract_state_dict(
     for key, value in inner.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             continue
-        prefix = next((p for p in prefixes_to_strip if p and key.startswith(p)), "")
-        clean = key[len(prefix) :]
+        clean = key.removeprefix(next((p for p in prefixes_to_strip if key.startswith(p)), ""))
         if clean in out:
             raise CheckpointError(f"state_dict key {key!r} collides with another after stripping")
         out[clean] = value
     if not out:
-        raise CheckpointError(
-            f"checkpoint state_dict holds no tensors (keys: {sorted(map(str, inner))[:10]})"
-        )
+        raise CheckpointError(f"checkpoint state_dict holds no tensors (keys: {list(inner)[:9]})")
     return out

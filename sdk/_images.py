@@ -53,26 +53,29 @@ def resize_shortest(img: Image.Image, size: int, interpolation: str = "bicubic")
 def center_crop(img: Image.Image, size: int) -> Image.Image:
     """torchvision `CenterCrop(size)` for an image at least `size` on each side."""
     w, h = img.size
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    top, left = round((h - size) / 2.0), round((w - size) / 2.0)
     return img.crop((left, top, left + size, top + size))
 
 
-def to_pixels(
-    img: Image.Image,
-    *,
-    size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    interpolation: str = "bicubic",
-) -> np.ndarray:
-    """RGB image -> normalised float32 [3, size, size], open_clip's eval transform."""
-    img = center_crop(resize_shortest(img, size, interpolation), size)
-    x = np.asarray(img, dtype=np.float32) / 255.0
+def crop_uint8(img: Image.Image, *, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """RGB image -> uint8 [size, size, 3]: open_clip's eval geometry, before normalisation.
+
+    Crops travel to the encoder as uint8 (4x fewer bytes than float pixels); `normalize`
+    finishes the transform there, batched.
+    """
+    return np.asarray(center_crop(resize_shortest(img, size, interpolation), size), dtype=np.uint8)
+
+
+def normalize(crops: np.ndarray, *, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 [B, S, S, 3] -> float32 [B, 3, S, S]: ToTensor (x / 255) then Normalize."""
+    x = crops.astype(np.float32) / np.float32(255.0)
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def image_to_bytes(image: ImageInput, *, downscale_to: int | None = None, interpolation: str = "bicubic") -> bytes:
+def image_to_bytes(
+    image: ImageInput, *, downscale_to: int | None = None, interpolation: str = "bicubic"
+) -> bytes:
     """Any supported input -> file bytes to upload.
 
     Paths and bytes go as they are unless `downscale_to` is set and the image is larger; PIL
@@ -108,7 +111,11 @@ def image_to_bytes(image: ImageInput, *, downscale_to: int | None = None, interp
 
 
 def _array_to_image(arr: np.ndarray) -> Image.Image:
-    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+    if (
+        arr.dtype != np.uint8
+        or arr.ndim not in (2, 3)
+        or (arr.ndim == 3 and arr.shape[2] not in (3, 4))
+    ):
         raise TypeError(
             f"numpy images must be uint8 (H, W), (H, W, 3) or (H, W, 4); got {arr.dtype} {arr.shape}"
         )

@@ -1,0 +1,457 @@
+"""`Client` and `AsyncClient`: the twin entry points of the SDK.
+
+Both build their requests with the helpers at the top of this file and `BaseClient`; only the
+transport loop and the way chunks run concurrently (threads vs tasks) are written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+from promptserve._base import BaseClient, Timeout, _merge, _split, log
+from promptserve._constants import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    PROGRESS_THRESHOLD,
+)
+from promptserve._exceptions import InvalidInput
+from promptserve._images import _RESAMPLE, ImageInput, image_to_bytes
+from promptserve.types import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ModelInfo,
+    PromptInfo,
+    PromptList,
+    RegisterPromptRequest,
+)
+from pydantic import ValidationError
+
+__all__ = ["AsyncClient", "Client"]
+
+Images = ImageInput | Sequence[ImageInput]
+# A folder written by `promptserve import` (manifest.json [+ prompt.safetensors]), or its contents.
+Artifact = str | Path | tuple[dict[str, Any], bytes | None]
+
+
+# -- request bodies, shared by the twins ---------------------------------------------------------
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    errors = exc.errors()
+    where = [".".join(str(p) for p in e["loc"]) for e in errors]
+    message = "; ".join(f"{w or 'request'}: {e['msg']}" for w, e in zip(where, errors, strict=True))
+    return InvalidInput(message, param=(where[0] or None) if where else None)
+
+
+def _classify_plan(
+    images: Images, *, prompt_id: str | None, labels: Sequence[str] | None, **options: Any
+) -> tuple[list[ImageInput], ClassifyRequest]:
+    """Validate the call's arguments: the images as a list, and a request without its images."""
+    batch = isinstance(images, (list, tuple)) or (
+        isinstance(images, np.ndarray) and images.ndim == 4  # (N, H, W, C)
+    )
+    items = list(images) if batch else [images]
+    if not items:
+        raise InvalidInput("`images` is empty", param="images")
+    if (prompt_id is None) == (labels is None):
+        raise InvalidInput("give exactly one of `prompt_id` or `labels`", param="prompt_id")
+    if isinstance(labels, str) or (labels is not None and not labels):
+        raise InvalidInput("`labels` must be a non-empty list of class names", param="labels")
+    try:
+        template = ClassifyRequest(
+            images=[], prompt_id=prompt_id, labels=list(labels) if labels else None, **options
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return items, template
+
+
+def _downscale_args(info: ModelInfo | None) -> dict[str, Any]:
+    """`image_to_bytes` arguments that shrink uploads to the model's input size, if possible."""
+    if info is None:
+        return {}
+    if info.image.interpolation not in _RESAMPLE:
+        log.debug("no client-side downscale: unknown interpolation %r", info.image.interpolation)
+        return {}
+    return {"downscale_to": info.image.size, "interpolation": info.image.interpolation}
+
+
+def _encode_images(part: Sequence[ImageInput], offset: int, downscale: dict[str, Any]) -> list[str]:
+    """Images -> base64 file bytes; errors name the global position of the image at fault."""
+    encoded = []
+    for i, image in enumerate(part):
+        try:
+            data = image_to_bytes(image, **downscale)
+        except (TypeError, ValueError, OSError) as exc:
+            raise InvalidInput(
+                f"images[{offset + i}]: {exc}", param=f"images[{offset + i}]"
+            ) from exc
+        encoded.append(base64.b64encode(data).decode("ascii"))
+    return encoded
+
+
+def _register_body(artifact: Artifact, prompt_id: str | None) -> RegisterPromptRequest:
+    if isinstance(artifact, tuple):
+        manifest, tensors = artifact
+    else:
+        folder = Path(artifact)
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(
+                f"cannot read {folder}/manifest.json: {exc}", param="artifact"
+            ) from exc
+        tensor_file = folder / "prompt.safetensors"
+        tensors = tensor_file.read_bytes() if tensor_file.is_file() else None
+    if not isinstance(manifest, dict):
+        raise InvalidInput("the manifest must be a JSON object", param="artifact")
+    try:
+        return RegisterPromptRequest(
+            manifest=manifest,
+            tensors=base64.b64encode(tensors).decode("ascii") if tensors is not None else None,
+            prompt_id=prompt_id,
+        )
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+def _prompt_path(prompt_id: str) -> str:
+    return f"/v1/prompts/{quote(prompt_id, safe='')}"
+
+
+def _progress_bar(total: int, progress: bool | None) -> Any:
+    from tqdm.auto import tqdm
+
+    show = total > PROGRESS_THRESHOLD if progress is None else progress
+    return tqdm(total=total, unit="img", desc="classify", disable=not show)
+
+
+def _check_chunking(chunk_size: int, concurrency: int, info: ModelInfo | None) -> int:
+    if chunk_size < 1 or concurrency < 1:
+        raise InvalidInput("`chunk_size` and `concurrency` must be >= 1", param="chunk_size")
+    return min(chunk_size, info.max_images_per_request) if info is not None else chunk_size
+
+
+class Client(BaseClient):
+    """Synchronous client of a promptserve server.
+
+    Args:
+        base_url: Server URL; defaults to `$PROMPTSERVE_BASE_URL`, else `http://127.0.0.1:8000`.
+        api_key: Sent as `Authorization: Bearer <key>`; defaults to `$PROMPTSERVE_API_KEY`.
+        timeout: Seconds per request (or an `httpx.Timeout`); methods take `timeout=` too.
+        max_retries: Retries after connection errors, 408, 429 and 5xx, with backoff.
+        http_client: An `httpx.Client` to send with (proxies, TLS, limits). The SDK sets URL,
+            headers and timeout per request, and does not close a client it was given.
+
+    Example:
+        >>> with Client("http://localhost:8000") as client:
+        ...     client.health()
+        True
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+    ):
+        super().__init__(base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool (unless it came in as `http_client`)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(
+        self, method: str, path: str, *, body: Any = None, timeout: Timeout | None = None
+    ) -> httpx.Response:
+        request = self._build_request(self._http, method, path, body=body, timeout=timeout)
+        attempt = 0
+        while True:
+            try:
+                response = self._http.send(request)
+            except httpx.TransportError as exc:
+                time.sleep(self._delay_after_error(request, attempt, exc))
+            else:
+                delay = self._delay_after_response(attempt, response)
+                if delay is None:
+                    return self._checked(response)
+                time.sleep(delay)
+            attempt += 1
+
+    def classify(
+        self,
+        images: Images,
+        *,
+        prompt_id: str | None = None,
+        labels: Sequence[str] | None = None,
+        templates: Sequence[str] | None = None,
+        top_k: int = 5,
+        return_logits: bool = False,
+        downscale: bool = True,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: bool | None = None,
+        timeout: Timeout | None = None,
+    ) -> ClassifyResponse:
+        """Classify images against a registered prompt or free-text labels.
+
+        Args:
+            images: One image or a list: paths, encoded bytes, PIL images, or uint8 numpy arrays
+                (H, W), (H, W, 3) or (H, W, 4); a 4-D array is a batch.
+            prompt_id: A registered prompt (see `register_prompt`). Exactly one of this or
+                `labels`.
+            labels: Free-text class names for zero-shot classification.
+            templates: Templates with one `{}` for `labels`; the server's default otherwise.
+            top_k: How many classes to return per image.
+            return_logits: Also return every class's logit per image.
+            downscale: Shrink images larger than the model's input size before upload (lossless
+                PNG, same answer, fewer bytes). Fetches `model_info()` once per client.
+            chunk_size: Images per request; longer lists are split (and clamped to the server's
+                `max_images_per_request` once `model_info()` is known).
+            concurrency: Chunk requests in flight at once.
+            progress: Show a tqdm bar; by default only above PROGRESS_THRESHOLD images.
+            timeout: Seconds per request, overriding the client's.
+
+        Returns:
+            One `ClassifyResponse` whose `results[i]` is `images[i]`.
+
+        Raises:
+            InvalidInput: Bad arguments or images (before sending), or a 4xx the server gave.
+            PromptNotFound: `prompt_id` is not registered.
+
+        Example:
+            >>> with Client() as client:
+            ...     out = client.classify(["cat.jpg", "dog.jpg"], labels=["cat", "dog"])
+            >>> out.results[0].top[0].label
+            'cat'
+        """
+        items, template = _classify_plan(
+            images, prompt_id=prompt_id, labels=labels, templates=templates, top_k=top_k,
+            return_logits=return_logits,
+        )  # fmt: skip
+        info = (self._model_info or self.model_info(timeout=timeout)) if downscale else None
+        chunks = _split(items, _check_chunking(chunk_size, concurrency, self._model_info))
+
+        def run(chunk: tuple[int, list[ImageInput]]) -> ClassifyResponse:
+            offset, part = chunk
+            encoded = _encode_images(part, offset, _downscale_args(info))
+            body = template.model_copy(update={"images": encoded})
+            response = self._request("POST", "/v1/classify", body=body, timeout=timeout)
+            bar.update(len(part))
+            return self._parse(response, ClassifyResponse)
+
+        with _progress_bar(len(items), progress) as bar:
+            if len(chunks) == 1 or concurrency == 1:
+                responses = [run(chunk) for chunk in chunks]
+            else:
+                pool = ThreadPoolExecutor(min(concurrency, len(chunks)), "promptserve")
+                try:
+                    responses = [f.result() for f in [pool.submit(run, c) for c in chunks]]
+                finally:
+                    pool.shutdown(cancel_futures=True)
+        return _merge(responses, [offset for offset, _ in chunks])
+
+    def register_prompt(
+        self, artifact: Artifact, *, prompt_id: str | None = None, timeout: Timeout | None = None
+    ) -> PromptInfo:
+        """Register a prompt artifact: a folder holding `manifest.json` [+ `prompt.safetensors`],
+        or a `(manifest_dict, tensor_bytes_or_None)` tuple. `prompt_id` defaults server-side."""
+        body = _register_body(artifact, prompt_id)
+        return self._parse(
+            self._request("POST", "/v1/prompts", body=body, timeout=timeout), PromptInfo
+        )
+
+    def list_prompts(self, *, timeout: Timeout | None = None) -> list[PromptInfo]:
+        """All registered prompts."""
+        return self._parse(self._request("GET", "/v1/prompts", timeout=timeout), PromptList).data
+
+    def get_prompt(self, prompt_id: str, *, timeout: Timeout | None = None) -> PromptInfo:
+        """One registered prompt; raises `PromptNotFound` if there is none by that id."""
+        return self._parse(
+            self._request("GET", _prompt_path(prompt_id), timeout=timeout), PromptInfo
+        )
+
+    def delete_prompt(self, prompt_id: str, *, timeout: Timeout | None = None) -> None:
+        """Unregister a prompt; raises `PromptNotFound` if there is none by that id."""
+        self._request("DELETE", _prompt_path(prompt_id), timeout=timeout)
+
+    def model_info(self, *, timeout: Timeout | None = None) -> ModelInfo:
+        """What the server serves (backbone, input geometry, limits); cached for `classify`."""
+        info = self._parse(self._request("GET", "/v1/models", timeout=timeout), ModelInfo)
+        self._model_info = info
+        return info
+
+    def health(self, *, timeout: Timeout | None = None) -> bool:
+        """Whether the server is ready (`GET /readyz` is 200); False if unreachable. No retries."""
+        try:
+            request = self._build_request(self._http, "GET", "/readyz", timeout=timeout)
+            return self._http.send(request).status_code == 200
+        except httpx.TransportError as exc:
+            log.debug("health: %r", exc)
+            return False
+
+
+class AsyncClient(BaseClient):
+    """Asynchronous client of a promptserve server; the methods of `Client`, awaitable.
+
+    Args:
+        base_url: Server URL; defaults to `$PROMPTSERVE_BASE_URL`, else `http://127.0.0.1:8000`.
+        api_key: Sent as `Authorization: Bearer <key>`; defaults to `$PROMPTSERVE_API_KEY`.
+        timeout: Seconds per request (or an `httpx.Timeout`); methods take `timeout=` too.
+        max_retries: Retries after connection errors, 408, 429 and 5xx, with backoff.
+        http_client: An `httpx.AsyncClient` to send with. The SDK sets URL, headers and timeout
+            per request, and does not close a client it was given.
+
+    Example:
+        >>> async with AsyncClient() as client:
+        ...     out = await client.classify(images, prompt_id="coop-imagenet")
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+    ):
+        super().__init__(base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it came in as `http_client`)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _request(
+        self, method: str, path: str, *, body: Any = None, timeout: Timeout | None = None
+    ) -> httpx.Response:
+        request = self._build_request(self._http, method, path, body=body, timeout=timeout)
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as exc:
+                await asyncio.sleep(self._delay_after_error(request, attempt, exc))
+            else:
+                delay = self._delay_after_response(attempt, response)
+                if delay is None:
+                    return self._checked(response)
+                await asyncio.sleep(delay)
+            attempt += 1
+
+    async def classify(
+        self,
+        images: Images,
+        *,
+        prompt_id: str | None = None,
+        labels: Sequence[str] | None = None,
+        templates: Sequence[str] | None = None,
+        top_k: int = 5,
+        return_logits: bool = False,
+        downscale: bool = True,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: bool | None = None,
+        timeout: Timeout | None = None,
+    ) -> ClassifyResponse:
+        """`Client.classify`, awaitable; chunks run as tasks, at most `concurrency` at once."""
+        items, template = _classify_plan(
+            images, prompt_id=prompt_id, labels=labels, templates=templates, top_k=top_k,
+            return_logits=return_logits,
+        )  # fmt: skip
+        info = (self._model_info or await self.model_info(timeout=timeout)) if downscale else None
+        chunks = _split(items, _check_chunking(chunk_size, concurrency, self._model_info))
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def run(chunk: tuple[int, list[ImageInput]]) -> ClassifyResponse:
+            offset, part = chunk
+            async with semaphore:
+                # Encoding (PNG, base64) is CPU work: keep it off the event loop.
+                encoded = await asyncio.to_thread(
+                    _encode_images, part, offset, _downscale_args(info)
+                )
+                body = template.model_copy(update={"images": encoded})
+                response = await self._request("POST", "/v1/classify", body=body, timeout=timeout)
+            bar.update(len(part))
+            return self._parse(response, ClassifyResponse)
+
+        with _progress_bar(len(items), progress) as bar:
+            tasks = [asyncio.ensure_future(run(chunk)) for chunk in chunks]
+            try:
+                responses = await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
+        return _merge(responses, [offset for offset, _ in chunks])
+
+    async def register_prompt(
+        self, artifact: Artifact, *, prompt_id: str | None = None, timeout: Timeout | None = None
+    ) -> PromptInfo:
+        """Register a prompt artifact: a folder holding `manifest.json` [+ `prompt.safetensors`],
+        or a `(manifest_dict, tensor_bytes_or_None)` tuple. `prompt_id` defaults server-side."""
+        body = _register_body(artifact, prompt_id)
+        response = await self._request("POST", "/v1/prompts", body=body, timeout=timeout)
+        return self._parse(response, PromptInfo)
+
+    async def list_prompts(self, *, timeout: Timeout | None = None) -> list[PromptInfo]:
+        """All registered prompts."""
+        response = await self._request("GET", "/v1/prompts", timeout=timeout)
+        return self._parse(response, PromptList).data
+
+    async def get_prompt(self, prompt_id: str, *, timeout: Timeout | None = None) -> PromptInfo:
+        """One registered prompt; raises `PromptNotFound` if there is none by that id."""
+        response = await self._request("GET", _prompt_path(prompt_id), timeout=timeout)
+        return self._parse(response, PromptInfo)
+
+    async def delete_prompt(self, prompt_id: str, *, timeout: Timeout | None = None) -> None:
+        """Unregister a prompt; raises `PromptNotFound` if there is none by that id."""
+        await self._request("DELETE", _prompt_path(prompt_id), timeout=timeout)
+
+    async def model_info(self, *, timeout: Timeout | None = None) -> ModelInfo:
+        """What the server serves (backbone, input geometry, limits); cached for `classify`."""
+        response = await self._request("GET", "/v1/models", timeout=timeout)
+        self._model_info = self._parse(response, ModelInfo)
+        return self._model_info
+
+    async def health(self, *, timeout: Timeout | None = None) -> bool:
+        """Whether the server is ready (`GET /readyz` is 200); False if unreachable. No retries."""
+        try:
+            request = self._build_request(self._http, "GET", "/readyz", timeout=timeout)
+            return (await self._http.send(request)).status_code == 200
+        except httpx.TransportError as exc:
+            log.debug("health: %r", exc)
+            return False

@@ -1,0 +1,112 @@
+"""The one application config: `promptserve serve CONFIG` runs it (and later deploy/ renders
+the KubeRay serveConfigV2 from it), so local and cluster deployments cannot drift apart.
+
+Example (YAML):
+    bundle: bundles/vit-b-32
+    engine: {name: onnxruntime, threads: 2}
+    encoder: {max_batch_size: 32, batch_wait_timeout_s: 0.005, num_gpus: 0}
+    prompts: {store: /var/lib/promptserve/prompts, preload: [artifacts/]}
+    auth: {api_keys_env: PROMPTSERVE_API_KEYS}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptserve.serving.engines.base import EngineOptions
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineConfig(EngineOptions):
+    name: Literal["onnxruntime", "torch"] = "onnxruntime"
+
+
+class HttpConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class GatewayConfig(_Strict):
+    """The FastAPI ingress: auth, validation, image decode and preprocessing."""
+
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1, description="Concurrent HTTP requests per replica.")
+    max_queued_requests: int = Field(256, ge=-1, description="Waiting at the proxy before 503; -1 = unbounded.")
+
+
+class EncoderConfig(_Strict):
+    """The vision-encoder deployment that batches images across requests and prompts."""
+
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_batch_size: int = Field(32, ge=1, description="Images per vision-graph call.")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
+    max_ongoing_requests: int = Field(256, ge=1)
+    max_queued_requests: int = Field(512, ge=-1, description="Handle-side queue bound; beyond it, 503.")
+
+
+class PromptsConfig(_Strict):
+    store: str = Field(
+        default_factory=lambda: str(Path.home() / ".cache" / "promptserve" / "prompts"),
+        description="Where registered artifacts live: a directory or an fsspec URL shared by replicas.",
+    )
+    preload: list[str] = Field(default_factory=list, description="Artifact dirs/URLs registered at start.")
+    max_loaded: int = Field(256, ge=1, description="Prompt heads kept per replica (LRU).")
+    text_cache_size: int = Field(8192, ge=0, description="Free-label text features kept per replica (LRU).")
+
+
+class LimitsConfig(_Strict):
+    max_images_per_request: int = Field(64, ge=1)
+    max_body_bytes: int = Field(64 << 20, ge=1)
+    max_labels: int = Field(1000, ge=1, description="Free labels per request.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
+    max_inflight_images: int = Field(4096, ge=1, description="Images in flight per gateway replica before 503.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503s.")
+
+
+class AuthConfig(_Strict):
+    api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens.")
+    api_keys_env: str | None = Field(
+        "PROMPTSERVE_API_KEYS", description="Env var with more comma-separated tokens."
+    )
+
+    def keys(self) -> frozenset[str]:
+        env = os.environ.get(self.api_keys_env or "", "") if self.api_keys_env else ""
+        return frozenset([*self.api_keys, *(k.strip() for k in env.split(",") if k.strip())])
+
+
+class AppConfig(_Strict):
+    name: str = "promptserve"
+    route_prefix: str = "/"
+    bundle: str = Field(description="Directory written by `promptserve export`.")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read a YAML config; relative paths are taken from the config file's directory."""
+    import yaml
+
+    path = Path(path)
+    data = yaml.safe_load(path.read_text()) or {}
+    cfg = AppConfig.model_validate(data)
+    base = path.parent
+    bundle = cfg.bundle if "://" in cfg.bundle else str((base / cfg.bundle).resolve())
+    prompts = cfg.prompts.model_copy(
+        update={"preload": [p if "://" in p else str((base / p).resolve()) for p in cfg.prompts.preload]}
+    )
+    return cfg.model_copy(update={"bundle": bundle, "prompts": prompts})

@@ -1,0 +1,118 @@
+"""The vision-encoder deployment: one shared image batch across requests and prompts.
+
+`@serve.multiplexed` would split batches by model id; here the batch is over images only and
+each call carries its own head, so a batch mixes prompt_ids (and free-label requests) freely:
+one vision pass, then a per-call matmul against that call's class features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from promptserve._images import normalize
+from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.methods import get_method
+from promptserve.serving.config import AppConfig
+from promptserve.serving.engines.base import create_engine
+from promptserve.serving.errors import InvalidInput
+from promptserve.serving.heads import HeadBank, score
+from promptserve.serving.metrics import metrics
+from promptserve.serving.store import PromptStore
+
+
+@dataclass(frozen=True)
+class ClassifyCall:
+    """One gateway request (or a chunk of one) for the encoder."""
+
+    crops: np.ndarray  # uint8 [n, S, S, 3], already resized and center-cropped
+    prompt_id: str | None = None
+    content_id: str | None = None
+    labels: tuple[str, ...] | None = None
+    templates: tuple[str, ...] = ()
+    top_k: int = 5
+    return_logits: bool = False
+
+
+def _num_images(calls: list[ClassifyCall]) -> int:
+    return sum(len(c.crops) for c in calls)
+
+
+class EncoderDeployment:
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.bundle = Bundle(config.bundle)
+        self.engine = create_engine(config.engine.name, self.bundle, config.engine)
+        self.engine.warmup()
+        self.heads = HeadBank(
+            PromptStore(config.prompts.store),
+            self.engine.text_tower,
+            max_loaded=config.prompts.max_loaded,
+            text_cache_size=config.prompts.text_cache_size,
+        )
+        self._pending = 0
+        self.reconfigure({"max_batch_size": config.encoder.max_batch_size, "batch_wait_timeout_s": config.encoder.batch_wait_timeout_s})
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batch settings come from config and can change without a restart (Serve user_config)."""
+        self._embed_batch.set_max_batch_size(int(user_config.get("max_batch_size", self.config.encoder.max_batch_size)))
+        self._embed_batch.set_batch_wait_timeout_s(
+            float(user_config.get("batch_wait_timeout_s", self.config.encoder.batch_wait_timeout_s))
+        )
+
+    async def classify(self, call: ClassifyCall) -> list[dict]:
+        head = await asyncio.to_thread(self._head, call)
+        self._pending += 1
+        metrics().queue_length.set(self._pending)
+        try:
+            embeds = await self._embed_batch(call)
+        finally:
+            self._pending -= 1
+            metrics().queue_length.set(self._pending)
+        return score(
+            embeds,
+            head,
+            logit_scale=self.bundle.manifest.logit_scale,
+            top_k=call.top_k,
+            return_logits=call.return_logits,
+        )
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
+    async def _embed_batch(self, calls: list[ClassifyCall]) -> list[np.ndarray]:
+        crops = calls[0].crops if len(calls) == 1 else np.concatenate([c.crops for c in calls])
+        metrics().batch_size.observe(len(crops))
+        embeds = await asyncio.to_thread(self._encode, crops)
+        bounds = np.cumsum([0] + [len(c.crops) for c in calls])
+        return [embeds[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def _encode(self, crops: np.ndarray) -> np.ndarray:
+        pre = self.bundle.manifest.preprocess
+        return self.engine.encode_image(normalize(crops, mean=pre.mean, std=pre.std))
+
+    def _head(self, call: ClassifyCall):
+        if call.labels is not None:
+            return self.heads.label_head(call.labels, call.templates)
+        return self.heads.prompt_head(call.prompt_id or "", call.content_id or "")
+
+    async def class_features(self, manifest: dict, tensors: bytes | None) -> tuple[np.ndarray, PromptArtifact]:
+        """Validate an artifact against this backbone and compute its class features (once, at
+        registration)."""
+        return await asyncio.to_thread(self._class_features, manifest, tensors)
+
+    def _class_features(self, manifest: dict, tensors: bytes | None) -> tuple[np.ndarray, PromptArtifact]:
+        try:
+            artifact = PromptArtifact.from_parts(manifest, tensors)
+            method = get_method(artifact.manifest.method)
+            method.validate(artifact, text_width=self.bundle.manifest.text_width)
+            features = method.class_features(artifact, self.engine.text_tower)
+        except ArtifactError as exc:
+            raise InvalidInput(str(exc), param="manifest") from None
+        return features, artifact
+
+    def ready(self) -> bool:
+        return True

@@ -1,0 +1,334 @@
+"""The HTTP ingress: auth, validation, image decode and preprocessing, prompt registry.
+
+It keeps the encoder deployment busy with model-ready uint8 crops and turns every failure into
+a typed JSON error (`ErrorBody`) with a status a client can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import fsspec
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from promptserve import __version__
+from promptserve.exporters.artifacts import MANIFEST_FILE, TENSORS_FILE
+from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.templates import resolve_templates
+from promptserve.serving.config import AppConfig
+from promptserve.serving.deployments.encoder import ClassifyCall
+from promptserve.serving.errors import (
+    AuthenticationError,
+    BackboneMismatch,
+    InvalidInput,
+    Overloaded,
+    PermissionDenied,
+    ServeError,
+)
+from promptserve.serving.inputs import decode_crops, parse_classify, read_body
+from promptserve.serving.metrics import metrics
+from promptserve.serving.store import PromptStore, check_prompt_id
+from promptserve.types import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorBody,
+    ImageGeometry,
+    ModelInfo,
+    PromptInfo,
+    PromptList,
+    RegisterPromptRequest,
+)
+
+log = logging.getLogger("promptserve.gateway")
+T = TypeVar("T")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": why}
+    for code, why in {
+        400: "Invalid input", 401: "Missing API key", 403: "Unknown API key", 404: "Unknown prompt",
+        409: "Artifact built for another backbone", 413: "Body too large", 503: "Overloaded; see Retry-After",
+    }.items()
+}
+_CLASSIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "prompt_id": {"type": "string"},
+                        "labels": {"type": "array", "items": {"type": "string"}},
+                        "top_k": {"type": "integer"},
+                        "return_logits": {"type": "boolean"},
+                    },
+                    "required": ["images"],
+                }
+            },
+        },
+    }
+}
+
+api = FastAPI(
+    title="promptserve",
+    version=__version__,
+    description="Prompt-adapted CLIP models behind one batched backbone.",
+)
+
+
+@api.exception_handler(ServeError)
+async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"][1:]) or "body"
+    return await _serve_error(_, InvalidInput(f"{where}: {err['msg']}", param=where))
+
+
+class Gateway:
+    def __init__(self, config: AppConfig, encoder: DeploymentHandle) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.bundle = Bundle(config.bundle)
+        self.store = PromptStore(config.prompts.store)
+        self._keys = config.auth.keys()
+        self._inflight_images = 0
+        self._ready = asyncio.Event()
+        self._preload_task = asyncio.get_event_loop().create_task(self._preload())
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _authorize(self, request: Request) -> None:
+        if not self._keys:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`")
+        if token not in self._keys:
+            raise PermissionDenied("API key not accepted")
+
+    async def _observe(self, route: str, fn: Callable[[], Awaitable[T]], tags: dict[str, str] | None = None) -> T:
+        """Run a route body, mapping failures to ServeErrors and recording metrics. `tags` may
+        be filled in by `fn` (e.g. the prompt_id once the body is parsed)."""
+        tags = tags if tags is not None else {}
+        started, status = time.perf_counter(), 200
+        try:
+            return await fn()
+        except ServeError as exc:
+            status = exc.status
+            raise
+        except BackPressureError:
+            status = 503
+            raise Overloaded("the encoder queue is full; retry later", retry_after_s=self.config.limits.retry_after_s) from None
+        except Exception as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, ServeError):
+                status = cause.status
+                raise cause from None
+            status = 500
+            log.exception("unhandled error on %s", route)
+            raise ServeError(f"internal error: {type(exc).__name__}; see the server log") from None
+        finally:
+            m = metrics()
+            m.requests.inc(tags={"route": route, "prompt_id": tags.get("prompt_id", ""), "status": str(status)})
+            m.latency.observe(time.perf_counter() - started, tags={"route": route})
+
+    def _check_backbone(self, backbone: str) -> None:
+        if backbone != self.bundle.backbone_id:
+            raise BackboneMismatch(
+                f"the artifact was built for backbone {backbone!r} but this server runs "
+                f"{self.bundle.backbone_id!r}; re-import it with --backbone matching the server",
+                param="backbone",
+            )
+
+    # -- health ------------------------------------------------------------------------------
+    @api.get("/healthz", include_in_schema=False)
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/readyz", include_in_schema=False)
+    async def readyz(self) -> Response:
+        if not self._ready.is_set():
+            return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "1"})
+        try:
+            await asyncio.wait_for(self.encoder.ready.remote(), timeout=5)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return JSONResponse({"status": "encoder unavailable"}, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse({"status": "ready"})
+
+    # -- models ------------------------------------------------------------------------------
+    @api.get("/v1/models", response_model=ModelInfo, responses=_ERRORS)
+    async def models(self, request: Request) -> ModelInfo:
+        self._authorize(request)
+        m, pre = self.bundle.manifest, self.bundle.manifest.preprocess
+        return ModelInfo(
+            backbone=m.backbone_id,
+            embed_dim=m.embed_dim,
+            engine=self.config.engine.name,
+            image=ImageGeometry(size=pre.size, interpolation=pre.interpolation, mean=pre.mean, std=pre.std),
+            max_images_per_request=self.config.limits.max_images_per_request,
+            max_body_bytes=self.config.limits.max_body_bytes,
+            tasks=["classify"],
+        )
+
+    # -- classify ----------------------------------------------------------------------------
+    @api.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, openapi_extra=_CLASSIFY_BODY)
+    async def classify(self, request: Request) -> ClassifyResponse:
+        tags: dict[str, str] = {}
+
+        async def run() -> ClassifyResponse:
+            self._authorize(request)
+            req, blobs = await parse_classify(request, self.config.limits)
+            tags["prompt_id"] = req.prompt_id or ""
+            return await self._classify(req, blobs)
+
+        return await self._observe("classify", run, tags)
+
+    async def _classify(self, req: ClassifyRequest, blobs: list[bytes]) -> ClassifyResponse:
+        limits = self.config.limits
+        n = len(blobs)
+        if self._inflight_images + n > limits.max_inflight_images:
+            raise Overloaded(
+                f"{self._inflight_images} images in flight; retry after {limits.retry_after_s}s",
+                retry_after_s=limits.retry_after_s,
+            )
+        self._inflight_images += n
+        try:
+            if req.prompt_id is not None:
+                info = self.store.info(check_prompt_id(req.prompt_id))
+                self._check_backbone(info.backbone)
+                head = {"prompt_id": info.prompt_id, "content_id": info.content_id}
+                labels = info.classnames
+            else:
+                try:
+                    templates = resolve_templates(req.templates)
+                except ValueError as exc:
+                    raise InvalidInput(str(exc), param="templates") from None
+                head = {"labels": tuple(req.labels or ()), "templates": templates}
+                labels = list(req.labels or ())
+            crops = await asyncio.to_thread(decode_crops, blobs, self.bundle.manifest.preprocess, limits)
+            step = self.config.encoder.max_batch_size
+            parts = await asyncio.gather(
+                *(
+                    self.encoder.classify.remote(
+                        ClassifyCall(crops=crops[i : i + step], top_k=req.top_k, return_logits=req.return_logits, **head)
+                    )
+                    for i in range(0, n, step)
+                )
+            )
+        finally:
+            self._inflight_images -= n
+        results = [r for part in parts for r in part]
+        for i, r in enumerate(results):
+            r["index"] = i
+        metrics().images.inc(n)
+        return ClassifyResponse(prompt_id=req.prompt_id, backbone=self.bundle.backbone_id, labels=labels, results=results)
+
+    # -- prompt registry ---------------------------------------------------------------------
+    @api.get("/v1/prompts", response_model=PromptList, responses=_ERRORS)
+    async def list_prompts(self, request: Request) -> PromptList:
+        async def run() -> PromptList:
+            self._authorize(request)
+            return PromptList(data=await asyncio.to_thread(self.store.list))
+
+        return await self._observe("prompts.list", run)
+
+    @api.get("/v1/prompts/{prompt_id}", response_model=PromptInfo, responses=_ERRORS)
+    async def get_prompt(self, prompt_id: str, request: Request) -> PromptInfo:
+        async def run() -> PromptInfo:
+            self._authorize(request)
+            return await asyncio.to_thread(self.store.info, check_prompt_id(prompt_id))
+
+        return await self._observe("prompts.get", run, {"prompt_id": prompt_id})
+
+    @api.delete("/v1/prompts/{prompt_id}", status_code=204, responses=_ERRORS)
+    async def delete_prompt(self, prompt_id: str, request: Request) -> Response:
+        async def run() -> Response:
+            self._authorize(request)
+            await asyncio.to_thread(self.store.delete, check_prompt_id(prompt_id))
+            return Response(status_code=204)
+
+        return await self._observe("prompts.delete", run, {"prompt_id": prompt_id})
+
+    @api.post(
+        "/v1/prompts",
+        status_code=201,
+        response_model=PromptInfo,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RegisterPromptRequest"}}},
+            }
+        },
+    )
+    async def register_prompt(self, request: Request) -> JSONResponse:
+        async def run() -> JSONResponse:
+            self._authorize(request)
+            body = await read_body(request, self.config.limits)
+            try:
+                req = RegisterPromptRequest.model_validate_json(body)
+            except Exception as exc:  # noqa: BLE001 - pydantic's message is the actionable part
+                raise InvalidInput(f"invalid registration body: {str(exc).splitlines()[:3]}") from None
+            try:
+                tensors = base64.b64decode(req.tensors, validate=True) if req.tensors else None
+            except (binascii.Error, ValueError):
+                raise InvalidInput("`tensors` is not valid base64", param="tensors") from None
+            info = await self._register(req.manifest, tensors, req.prompt_id)
+            return JSONResponse(info.model_dump(mode="json"), status_code=201)
+
+        return await self._observe("prompts.register", run)
+
+    async def _register(self, manifest: dict, tensors: bytes | None, prompt_id: str | None) -> PromptInfo:
+        backbone = manifest.get("backbone") if isinstance(manifest, dict) else None
+        if isinstance(backbone, str):
+            self._check_backbone(backbone)
+        features, artifact = await self.encoder.class_features.remote(manifest, tensors)
+        prompt_id = check_prompt_id(prompt_id or f"{artifact.manifest.method}-{artifact.content_id[:12]}")
+        return await asyncio.to_thread(self.store.put, prompt_id, artifact, features)
+
+    async def _preload(self) -> None:
+        """Register every artifact under the configured preload locations (idempotent)."""
+        try:
+            for url in self.config.prompts.preload:
+                fs, root = fsspec.core.url_to_fs(url)
+                dirs = [root] if fs.exists(f"{root}/{MANIFEST_FILE}") else sorted(
+                    d for d in fs.ls(root, detail=False) if fs.exists(f"{d}/{MANIFEST_FILE}")
+                )
+                for d in dirs:
+                    await self._preload_one(fs, d)
+        except Exception:
+            log.exception("preloading prompt artifacts failed")
+        finally:
+            self._ready.set()
+
+    async def _preload_one(self, fs, directory: str) -> None:
+        name = directory.rstrip("/").rsplit("/", 1)[-1]
+        manifest = fs.cat(f"{directory}/{MANIFEST_FILE}").decode()
+        tensors = fs.cat(f"{directory}/{TENSORS_FILE}") if fs.exists(f"{directory}/{TENSORS_FILE}") else None
+
+        try:
+            info = await self._register(json.loads(manifest), tensors, name)
+            log.info("preloaded prompt %s (%s)", info.prompt_id, info.content_id[:12])
+        except ServeError as exc:
+            log.error("skipping artifact %s: %s", directory, exc.message)
+
+
+# Applied at import time (not in build_app) so replicas, which import this module afresh,
+# see the same class-based routes as the driver that pickled the app.
+GatewayIngress = serve.ingress(api)(Gateway)

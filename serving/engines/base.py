@@ -1,0 +1,75 @@
+"""The engine interface: encode images, encode text embeddings. Nothing else is needed to serve
+every method whose heads are precomputed, so a new runtime is two methods."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from functools import cached_property
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.text import TextTower
+
+
+class EngineOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threads: int | None = Field(None, description="Intra-op threads; None = the runtime's default.")
+    providers: list[str] | None = Field(
+        None, description="ONNX Runtime execution providers in priority order; None = best available."
+    )
+    allow_spinning: bool = Field(
+        False, description="Let ONNX Runtime threads spin between ops (faster alone, worse when sharing CPUs)."
+    )
+    text_chunk_size: int = Field(256, ge=1, description="Sequences per text-graph call.")
+
+
+class Engine(ABC):
+    """Runs a bundle's graphs. Inputs and outputs are numpy float32."""
+
+    name: ClassVar[str]
+
+    def __init__(self, bundle: Bundle, options: EngineOptions | None = None) -> None:
+        self.bundle = bundle
+        self.options = options or EngineOptions()
+
+    @abstractmethod
+    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
+        """[B, 3, H, W] normalised pixels -> [B, E] image embeddings (unnormalised)."""
+
+    @abstractmethod
+    def encode_text(self, token_embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
+        """[N, L, D] token embeddings, [N] EOT positions -> [N, E] text embeddings."""
+
+    @cached_property
+    def text_tower(self) -> TextTower:
+        return TextTower(
+            self.bundle.tokenizer,
+            self.bundle.token_embedding,
+            self.encode_text,
+            chunk_size=self.options.text_chunk_size,
+        )
+
+    def warmup(self) -> None:
+        size = self.bundle.manifest.preprocess.size
+        self.encode_image(np.zeros((1, 3, size, size), np.float32))
+        self.text_tower.encode_texts(["warmup"])
+
+
+# Imported lazily so a server without torch never imports it.
+ENGINES: dict[str, str] = {
+    "onnxruntime": "promptserve.serving.engines.onnx:OnnxRuntimeEngine",
+    "torch": "promptserve.serving.engines.torch:TorchEngine",
+}
+
+
+def create_engine(name: str, bundle: Bundle, options: EngineOptions | None = None) -> Engine:
+    try:
+        module, cls = ENGINES[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; available: {sorted(ENGINES)}") from None
+    return getattr(importlib.import_module(module), cls)(bundle, options)

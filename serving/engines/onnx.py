@@ -1,0 +1,41 @@
+"""ONNX Runtime engine: TensorRT > CUDA > CPU execution providers, by availability."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from promptserve._optional import require
+from promptserve.exporters.bundle import Bundle
+from promptserve.serving.engines.base import Engine, EngineOptions
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxRuntimeEngine(Engine):
+    name: ClassVar[str] = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, options: EngineOptions | None = None) -> None:
+        super().__init__(bundle, options)
+        ort = require("onnxruntime")
+        available = set(ort.get_available_providers())
+        wanted = self.options.providers or [p for p in PREFERRED_PROVIDERS if p in available]
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise ValueError(f"execution providers {missing} are not available; this onnxruntime has {sorted(available)}")
+        so = ort.SessionOptions()
+        if self.options.threads:
+            so.intra_op_num_threads = self.options.threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options.allow_spinning else "0")
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.providers = wanted
+        self._vision = ort.InferenceSession(str(bundle.graph_path("vision")), so, providers=wanted)
+        self._text = ort.InferenceSession(str(bundle.graph_path("text")), so, providers=wanted)
+
+    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self._vision.run(None, {"pixel_values": pixel_values})[0]
+
+    def encode_text(self, token_embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
+        return self._text.run(None, {"token_embeddings": token_embeddings, "eot_index": eot_index})[0]

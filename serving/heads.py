@@ -1,0 +1,117 @@
+"""Classification heads: per-prompt class-feature matrices, LRU-cached per replica.
+
+A head is all a request needs beyond the shared image embedding: logits are
+`logit_scale * normalize(image) @ features.T`, so requests for different prompts share one
+vision batch and differ only in this small matmul.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from promptserve.exporters.text import TextTower, l2_normalize, template_ensemble
+from promptserve.serving.metrics import metrics
+from promptserve.serving.store import PromptStore
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class ClassHead:
+    labels: tuple[str, ...]
+    features: np.ndarray  # [n_cls, E], rows L2-normalised
+
+
+class LRU(Generic[K, V]):
+    """A thread-safe LRU map; `on_evict` is called once per evicted entry."""
+
+    def __init__(self, capacity: int, on_evict: Callable[[], None] | None = None) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self._on_evict = on_evict
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+            return None
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+                if self._on_evict:
+                    self._on_evict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class HeadBank:
+    """Resolves a request's head: a registered prompt (by content id) or free labels."""
+
+    def __init__(self, store: PromptStore, tower: TextTower, *, max_loaded: int, text_cache_size: int) -> None:
+        self.store = store
+        self.tower = tower
+        self._prompts: LRU[str, ClassHead] = LRU(max_loaded, lambda: metrics().artifact_evictions.inc())
+        self._labels: LRU[tuple[tuple[str, ...], str], np.ndarray] = LRU(max(text_cache_size, 1))
+        self._text_lock = threading.Lock()
+
+    def prompt_head(self, prompt_id: str, content_id: str) -> ClassHead:
+        head = self._prompts.get(content_id)
+        if head is None:
+            features, labels = self.store.load_features(prompt_id, content_id)
+            head = ClassHead(tuple(labels), features)
+            self._prompts.put(content_id, head)
+            metrics().artifact_loads.inc()
+        return head
+
+    def label_head(self, labels: Sequence[str], templates: tuple[str, ...]) -> ClassHead:
+        """Template-ensemble features per label, computing only labels not in the cache."""
+        rows: list[np.ndarray | None] = [self._labels.get((templates, label)) for label in labels]
+        missing = sorted({label for label, row in zip(labels, rows, strict=True) if row is None})
+        if hits := len(labels) - sum(row is None for row in rows):
+            metrics().text_cache_hits.inc(hits)
+        if missing:
+            metrics().text_cache_misses.inc(len(missing))
+            with self._text_lock:  # one text-encoder job at a time per replica
+                feats = template_ensemble(self.tower, missing, templates)
+            computed = dict(zip(missing, feats, strict=True))
+            for label, feat in computed.items():
+                self._labels.put((templates, label), feat)
+            rows = [row if row is not None else computed[label] for label, row in zip(labels, rows, strict=True)]
+        return ClassHead(tuple(labels), np.stack(rows))  # type: ignore[arg-type]
+
+
+def score(
+    image_embeds: np.ndarray, head: ClassHead, *, logit_scale: float, top_k: int, return_logits: bool
+) -> list[dict]:
+    """Per image: top-k labels with softmax scores (and all logits on request)."""
+    logits = logit_scale * l2_normalize(image_embeds) @ head.features.T
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    probs /= probs.sum(axis=1, keepdims=True)
+    k = min(top_k, logits.shape[1])
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return [
+        {
+            "index": i,
+            "top": [
+                {"label": head.labels[j], "index": int(j), "score": float(probs[i, j]), "logit": float(logits[i, j])}
+                for j in order[i]
+            ],
+            "logits": logits[i].tolist() if return_logits else None,
+        }
+        for i in range(len(logits))
+    ]

@@ -1,0 +1,117 @@
+"""Turning an HTTP classify request into validated fields and model-ready uint8 crops."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+import numpy as np
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from promptserve._images import ImageDecodeError, crop_uint8, decode_image
+from promptserve.exporters.bundle import PreprocessConfig
+from promptserve.serving.config import LimitsConfig
+from promptserve.serving.errors import InvalidInput, PayloadTooLarge
+from promptserve.types import ClassifyRequest
+
+
+async def read_body(request: Request, limits: LimitsConfig) -> bytes:
+    """The raw body, refusing oversized ones before reading them when the size is declared."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise PayloadTooLarge(_too_large(int(declared), limits))
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_body_bytes:
+            raise PayloadTooLarge(_too_large(len(body), limits))
+    return body
+
+
+def _too_large(size: int, limits: LimitsConfig) -> str:
+    return (
+        f"request body is {size} bytes, above the {limits.max_body_bytes}-byte limit; send fewer "
+        "images per request (the SDK chunks lists) or downscale them to the model input size"
+    )
+
+
+async def parse_classify(request: Request, limits: LimitsConfig) -> tuple[ClassifyRequest, list[bytes]]:
+    """JSON (`ClassifyRequest`, base64 images) or multipart (`images` files + the same fields)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        req, blobs = await _parse_multipart(request, limits)
+    elif content_type.startswith("application/json") or not content_type:
+        req = _validate(await read_body(request, limits))
+        blobs = [_b64(s, i) for i, s in enumerate(req.images)]
+    else:
+        raise InvalidInput(
+            f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
+        )
+    if not blobs:
+        raise InvalidInput("`images` is empty: send at least one image", param="images")
+    if len(blobs) > limits.max_images_per_request:
+        raise InvalidInput(
+            f"{len(blobs)} images in one request, above the limit of {limits.max_images_per_request}; "
+            "split the list (the SDK does this for you)",
+            param="images",
+        )
+    if req.labels is not None:
+        if not req.labels or any(not label.strip() for label in req.labels):
+            raise InvalidInput("`labels` must be a non-empty list of non-empty names", param="labels")
+        if len(req.labels) > limits.max_labels:
+            raise InvalidInput(
+                f"{len(req.labels)} labels, above the limit of {limits.max_labels}; register a prompt "
+                "artifact for large vocabularies",
+                param="labels",
+            )
+    return req, blobs
+
+
+def _validate(body: bytes) -> ClassifyRequest:
+    try:
+        return ClassifyRequest.model_validate_json(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        raise InvalidInput(f"{where}: {err['msg']}", param=where) from None
+
+
+def _b64(data: str, i: int) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"images[{i}] is not valid base64", param=f"images[{i}]") from None
+
+
+async def _parse_multipart(request: Request, limits: LimitsConfig) -> tuple[ClassifyRequest, list[bytes]]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise PayloadTooLarge(_too_large(int(declared), limits))
+    form = await request.form(max_files=limits.max_images_per_request + 1, max_part_size=limits.max_body_bytes)
+    blobs = [await f.read() for f in form.getlist("images") if isinstance(f, UploadFile)]
+    fields: dict = {"images": []}
+    for key in ("prompt_id", "top_k", "return_logits"):
+        if key in form:
+            fields[key] = form[key]
+    for key in ("labels", "templates"):
+        values = [v for v in form.getlist(key) if isinstance(v, str)]
+        if len(values) == 1 and values[0].startswith("["):
+            values = json.loads(values[0])
+        if values:
+            fields[key] = values
+    return _validate(json.dumps(fields).encode()), blobs
+
+
+def decode_crops(blobs: list[bytes], pre: PreprocessConfig, limits: LimitsConfig) -> np.ndarray:
+    """Decode, resize and center-crop every image; uint8 [n, S, S, 3]."""
+    crops = []
+    for i, blob in enumerate(blobs):
+        try:
+            img = decode_image(blob, max_pixels=limits.max_image_pixels)
+        except ImageDecodeError as exc:
+            raise InvalidInput(f"images[{i}]: {exc}", param=f"images[{i}]") from None
+        crops.append(crop_uint8(img, size=pre.size, interpolation=pre.interpolation))
+    return np.stack(crops)

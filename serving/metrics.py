@@ -1,0 +1,53 @@
+"""Prometheus metrics, exported through Ray's metrics endpoint (names get Ray's `ray_` prefix).
+
+Created lazily inside replicas (Ray metrics must be built in the process that records them).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+@cache
+def _m():
+    from ray.serve import metrics as rm
+
+    class M:
+        requests = rm.Counter(
+            "promptserve_requests_total",
+            description="HTTP requests by route, prompt_id and status code.",
+            tag_keys=("route", "prompt_id", "status"),
+        )
+        latency = rm.Histogram(
+            "promptserve_request_latency_seconds",
+            description="End-to-end request latency in the gateway.",
+            boundaries=LATENCY_BUCKETS,
+            tag_keys=("route",),
+        )
+        images = rm.Counter("promptserve_images_total", description="Images classified.")
+        batch_size = rm.Histogram(
+            "promptserve_batch_size",
+            description="Images per vision-encoder call (across requests and prompts).",
+            boundaries=BATCH_BUCKETS,
+        )
+        queue_length = rm.Gauge(
+            "promptserve_queue_length", description="Encoder calls waiting for or in a batch."
+        )
+        artifact_loads = rm.Counter("promptserve_artifact_loads_total", description="Prompt heads loaded into a replica.")
+        artifact_evictions = rm.Counter(
+            "promptserve_artifact_evictions_total", description="Prompt heads evicted (LRU)."
+        )
+        text_cache_hits = rm.Counter("promptserve_text_cache_hits_total", description="Free-label features served from cache.")
+        text_cache_misses = rm.Counter(
+            "promptserve_text_cache_misses_total", description="Free-label features computed by the text encoder."
+        )
+
+    return M
+
+
+def metrics():
+    """The process's metric objects."""
+    return _m()

@@ -1,0 +1,116 @@
+"""Where registered prompt artifacts live: a directory or fsspec URL shared by all replicas.
+
+Layout: `<root>/<prompt_id>/{manifest.json, prompt.safetensors, features.safetensors,
+registration.json}`. `registration.json` is written last, so a prompt is visible only once
+its class features are in place. Features carry the artifact's content id, so a replica never
+serves features of an artifact that was replaced under the same prompt id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+import numpy as np
+
+from promptserve.exporters.artifacts import MANIFEST_FILE, TENSORS_FILE, ArtifactManifest, PromptArtifact
+from promptserve.serving.errors import InvalidInput, PromptNotFound
+from promptserve.types import PromptInfo
+
+PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FEATURES_FILE = "features.safetensors"
+REGISTRATION_FILE = "registration.json"
+
+
+def check_prompt_id(prompt_id: str) -> str:
+    if not PROMPT_ID.match(prompt_id):
+        raise InvalidInput(
+            f"invalid prompt_id {prompt_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            param="prompt_id",
+        )
+    return prompt_id
+
+
+class PromptStore:
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def _path(self, prompt_id: str, name: str = "") -> str:
+        check_prompt_id(prompt_id)
+        return f"{self.root}/{prompt_id}/{name}".rstrip("/")
+
+    def put(self, prompt_id: str, artifact: PromptArtifact, features: np.ndarray) -> PromptInfo:
+        from safetensors.numpy import save
+
+        content_id = artifact.content_id
+        self.fs.makedirs(self._path(prompt_id), exist_ok=True)
+        reg = self._path(prompt_id, REGISTRATION_FILE)
+        if self.fs.exists(reg):
+            self.fs.rm(reg)
+        self.fs.pipe(self._path(prompt_id, MANIFEST_FILE), artifact.manifest.model_dump_json(indent=2).encode())
+        self.fs.pipe(self._path(prompt_id, TENSORS_FILE), artifact.tensor_bytes())
+        blob = save({"features": np.ascontiguousarray(features, np.float32)}, metadata={"content_id": content_id})
+        self.fs.pipe(self._path(prompt_id, FEATURES_FILE), blob)
+        registered = {"content_id": content_id, "registered_at": datetime.now(timezone.utc).isoformat()}
+        self.fs.pipe(reg, json.dumps(registered).encode())
+        return self.info(prompt_id)
+
+    def info(self, prompt_id: str) -> PromptInfo:
+        try:
+            reg = json.loads(self.fs.cat(self._path(prompt_id, REGISTRATION_FILE)))
+            manifest = ArtifactManifest.model_validate_json(self.fs.cat(self._path(prompt_id, MANIFEST_FILE)))
+        except FileNotFoundError:
+            raise PromptNotFound(
+                f"no prompt {prompt_id!r} is registered; list them with GET /v1/prompts",
+                param="prompt_id",
+            ) from None
+        return PromptInfo(
+            prompt_id=prompt_id,
+            content_id=reg["content_id"],
+            method=manifest.method,
+            task=manifest.task,
+            backbone=manifest.backbone,
+            num_classes=len(manifest.classnames),
+            classnames=manifest.classnames,
+            created_at=manifest.created_at,
+            registered_at=reg["registered_at"],
+        )
+
+    def list(self) -> list[PromptInfo]:
+        infos = []
+        for entry in sorted(self.fs.ls(self.root, detail=False)):
+            prompt_id = entry.rstrip("/").rsplit("/", 1)[-1]
+            if PROMPT_ID.match(prompt_id) and self.fs.exists(self._path(prompt_id, REGISTRATION_FILE)):
+                try:
+                    infos.append(self.info(prompt_id))
+                except PromptNotFound:  # deleted while listing
+                    continue
+        return infos
+
+    def delete(self, prompt_id: str) -> None:
+        self.info(prompt_id)  # 404 if absent
+        self.fs.rm(self._path(prompt_id), recursive=True)
+
+    def load_features(self, prompt_id: str, content_id: str) -> tuple[np.ndarray, list[str]]:
+        from safetensors.numpy import load
+
+        try:
+            blob = self.fs.cat(self._path(prompt_id, FEATURES_FILE))
+            manifest = ArtifactManifest.model_validate_json(self.fs.cat(self._path(prompt_id, MANIFEST_FILE)))
+        except FileNotFoundError:
+            raise PromptNotFound(f"prompt {prompt_id!r} was deleted", param="prompt_id") from None
+
+        meta = _safetensors_metadata(blob)
+        if meta.get("content_id") != content_id:
+            raise PromptNotFound(f"prompt {prompt_id!r} was replaced; retry the request", param="prompt_id")
+        return load(blob)["features"], manifest.classnames
+
+
+def _safetensors_metadata(blob: bytes) -> dict[str, str]:
+    header_len = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8 : 8 + header_len]).get("__metadata__", {})
