@@ -8,8 +8,10 @@ dict, or an OpenAI-format CLIP state dict). Parsing needs no torch; loading does
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,7 +108,8 @@ class BackboneSpec(BaseModel):
             model = open_clip.create_model(self.arch, pretrained=self.pretrained)
         else:
             _register_config(self)
-            model = open_clip.create_model(self.arch, pretrained=None, load_weights=False)
+            with _quiet_open_clip():  # it warns "initialized randomly"; weights load next
+                model = open_clip.create_model(self.arch, pretrained=None, load_weights=False)
             model.load_state_dict(read_state_dict(self.weights or ""), strict=True)
         if not hasattr(model, "token_embedding"):
             raise BackboneError(
@@ -125,6 +128,17 @@ def _register_config(spec: BackboneSpec) -> None:
         raise BackboneError(f"model config {path} does not exist")
     if path.exists() and spec.arch not in open_clip.list_models():
         open_clip.add_model_config(path)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -6,7 +6,10 @@ exists is a bundle that matches its backbone.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +92,7 @@ def export_bundle(
         embed_dim=int(model.text_projection.shape[-1]),
         text_width=int(model.token_embedding.weight.shape[1]),
         context_length=int(model.context_length),
-        logit_scale=float(model.logit_scale.exp()),
+        logit_scale=float(model.logit_scale.detach().exp()),
         preprocess=_preprocess_cfg(model),
         graphs={
             "vision": GraphInfo(file="vision.onnx", inputs=list(VisionGraph.input_names), outputs=list(VisionGraph.output_names)),
@@ -112,7 +115,10 @@ def export_bundle(
 
 def _export(module: torch.nn.Module, args: tuple, path: Path, *, batch_inputs: tuple[str, ...]) -> None:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    with torch.no_grad():
+    # torch.onnx narrates every pass on stdout and warns about internals; the progress bar and
+    # the parity report are what users need to see.
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             args,

@@ -32,11 +32,12 @@ def seeded_backbone(arch: str = DEMO_ARCH, *, seed: int = 0, directory: str | Pa
     if not path.exists():
         import open_clip
 
-        from promptserve.exporters.backbones import _register_config
+        from promptserve.exporters.backbones import _quiet_open_clip, _register_config
 
         _register_config(spec)
         torch.manual_seed(seed)
-        model = open_clip.create_model(spec.arch, pretrained=None, load_weights=False)
+        with _quiet_open_clip():
+            model = open_clip.create_model(spec.arch, pretrained=None, load_weights=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))

@@ -87,6 +87,7 @@ class AuthConfig(_Strict):
 class AppConfig(_Strict):
     name: str = "promptserve"
     route_prefix: str = "/"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Serve and replica logs.")
     bundle: str = Field(description="Directory written by `promptserve export`.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)

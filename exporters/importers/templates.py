@@ -1,0 +1,20 @@
+"""Build a `templates` artifact from class names and a template set (no training involved)."""
+
+from __future__ import annotations
+
+from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
+from promptserve.exporters.templates import resolve_templates
+
+
+def build_templates(classnames: list[str], *, backbone_id: str, templates: str | list[str] | None = "imagenet80") -> PromptArtifact:
+    """Example:
+    >>> build_templates(["cat", "dog"], backbone_id="ViT-B-32:openai", templates="imagenet80")
+    """
+    return PromptArtifact(
+        ArtifactManifest(
+            method="templates",
+            backbone=backbone_id,
+            classnames=list(classnames),
+            templates=list(resolve_templates(templates)),
+        )
+    )

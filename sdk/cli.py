@@ -1,0 +1,159 @@
+"""`promptserve`: one CLI for export, import, serving, the registry and the demo.
+
+Heavy imports happen inside each command, so `promptserve --help` is instant and the client
+install can run `promptserve prompts ...` without torch or Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEMO_HINT = "`demo` (a tiny backbone with seeded random weights)"
+
+
+def _backbone(text: str):
+    from promptserve.exporters.backbones import BackboneSpec
+    from promptserve.exporters.seeded import seeded_backbone
+
+    return seeded_backbone() if text == "demo" else BackboneSpec.parse(text)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from promptserve.exporters.export import export_bundle
+
+    manifest = export_bundle(_backbone(args.backbone), args.output, tolerance=args.tolerance)
+    for name, p in manifest.parity.items():
+        print(f"{name:>6} graph: max|onnx-torch|={p.max_abs_diff:.2e}  min cosine={p.min_cosine:.6f}  (tol {p.tolerance})")
+    print(f"bundle for {manifest.backbone_id} written to {args.output}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from promptserve.exporters.importers import read_classnames
+
+    classnames = read_classnames(args.classnames)
+    spec = _backbone(args.backbone)
+    if args.method == "coop":
+        from promptserve.exporters.importers.coop import import_coop
+
+        artifact = import_coop(
+            args.checkpoint, classnames=classnames, backbone=spec, class_token_position=args.class_token_position
+        )
+    else:
+        from promptserve.exporters.importers.templates import build_templates
+
+        templates = args.templates
+        if templates not in ("imagenet80", "default") and Path(templates).exists():
+            templates = [t for t in Path(templates).read_text().splitlines() if t.strip()]
+        artifact = build_templates(classnames, backbone_id=spec.id, templates=templates)
+    artifact.save(args.output)
+    print(f"{artifact.manifest.method} artifact for {len(classnames)} classes on {spec.id}")
+    print(f"content id {artifact.content_id}\nwritten to {args.output}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from promptserve.serving.config import load_config
+    from promptserve.serving.run import run_forever
+
+    config = load_config(args.config)
+    if args.port is not None or args.host is not None:
+        http = config.http.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+        config = config.model_copy(update={"http": http})
+    run_forever(config, address=args.address)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from promptserve.serving.demo import run_demo
+
+    return run_demo(workdir=args.workdir, port=args.port, once=args.once)
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from promptserve import Client
+
+    with Client(args.url, api_key=args.api_key) as client:
+        if args.action == "list":
+            rows = client.list_prompts()
+            print(f"{'prompt_id':<32} {'method':<10} {'classes':>7}  backbone")
+            for p in rows:
+                print(f"{p.prompt_id:<32} {p.method:<10} {p.num_classes:>7}  {p.backbone}")
+            if not rows:
+                print("(no prompts registered)")
+        elif args.action == "add":
+            info = client.register_prompt(args.artifact, prompt_id=args.prompt_id)
+            print(f"registered {info.prompt_id} ({info.method}, {info.num_classes} classes)")
+        else:
+            client.delete_prompt(args.prompt_id)
+            print(f"deleted {args.prompt_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="promptserve", description="Serve prompt-adapted CLIP models on Ray Serve.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run an application config on Ray Serve (blocks; Ctrl-C stops it)")
+    s.add_argument("config", help="YAML application config")
+    s.add_argument("--address", help="join a running Ray cluster (e.g. auto or ray://host:10001)")
+    s.add_argument("--host", help="override http.host")
+    s.add_argument("--port", type=int, help="override http.port")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("demo", help="export a tiny seeded backbone, serve it and classify sample images")
+    s.add_argument("--once", action="store_true", help="exit after the sample requests")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workdir", type=Path, default=None, help="where bundles and artifacts go (default: cache dir)")
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("export", help="export a backbone to an ONNX bundle with a parity report")
+    s.add_argument("--backbone", required=True, help=f"NAME:TAG, NAME@WEIGHTS, CONFIG.json@WEIGHTS or {DEMO_HINT}")
+    s.add_argument("-o", "--output", required=True, type=Path, help="bundle directory")
+    s.add_argument("--tolerance", type=float, default=1e-4, help="max |onnx - torch| allowed (fp32: 1e-4)")
+    s.set_defaults(fn=cmd_export)
+
+    imp = sub.add_parser("import", help="turn a checkpoint or templates into a prompt artifact")
+    isub = imp.add_subparsers(dest="method", required=True, metavar="METHOD")
+    s = isub.add_parser("coop", help="a CoOp checkpoint from the official trainer (Dassl .pth.tar)")
+    s.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-50")
+    s.add_argument("--class-token-position", choices=["end", "middle", "front"], default="end")
+    s2 = isub.add_parser("templates", help="a hand-written template ensemble")
+    s2.add_argument("--templates", default="imagenet80", help="imagenet80, default, or a file with one template per line")
+    for s in (s, s2):
+        s.add_argument("--classnames", required=True, type=Path, help="one class name per line, or a JSON list")
+        s.add_argument("--backbone", required=True, help=f"the backbone it runs on, or {DEMO_HINT}")
+        s.add_argument("-o", "--output", required=True, type=Path, help="artifact directory")
+        s.set_defaults(fn=cmd_import)
+
+    pr = sub.add_parser("prompts", help="list, add or remove prompts on a running server")
+    psub = pr.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = psub.add_parser("list", help="list registered prompts")
+    s3 = psub.add_parser("add", help="register an artifact directory")
+    s3.add_argument("artifact", type=Path)
+    s3.add_argument("--prompt-id", help="name to serve it under")
+    s4 = psub.add_parser("rm", help="remove a prompt")
+    s4.add_argument("prompt_id")
+    for s in (s, s3, s4):
+        s.add_argument("--url", default=None, help="server URL (default $PROMPTSERVE_BASE_URL or http://127.0.0.1:8000)")
+        s.add_argument("--api-key", default=None, help="bearer token (default $PROMPTSERVE_API_KEY)")
+        s.set_defaults(fn=cmd_prompts)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"promptserve {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""`promptserve demo`: the whole path on an embedded default, in one command.
+
+Builds (or reuses) a tiny CLIP with seeded random weights, exports it to ONNX, writes a
+templates artifact and a CoOp artifact, serves them, classifies a few generated images through
+the SDK and prints the answers. The weights are random, so the labels are arbitrary; the
+point is the machinery, and the closing message says how to use real weights.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSNAMES = ["red circle", "green square", "blue triangle", "striped_pattern", "night sky"]
+REAL_WEIGHTS_HINT = """\
+The demo backbone has RANDOM weights (no model can be downloaded here), so its labels are
+arbitrary. With real weights:
+  promptserve export --backbone ViT-B-32:openai -o bundles/vit-b-32          # open_clip tag
+  promptserve export --backbone ViT-B-16@/models/clip_vit_b16.pt -o bundles/vit-b-16   # local file
+  promptserve import coop prompt_learner/model.pth.tar-50 --classnames classes.txt \\
+      --backbone ViT-B-16@/models/clip_vit_b16.pt -o artifacts/coop
+  promptserve serve config.yaml        # see examples/config.yaml"""
+
+
+def sample_images() -> list[tuple[str, bytes]]:
+    """Simple drawings: a circle, a square, a triangle, stripes, a dark noisy sky."""
+    rng = np.random.default_rng(0)
+    out = []
+    for name, draw in [
+        ("circle.png", lambda d: d.ellipse((60, 40, 260, 240), fill=(220, 30, 30))),
+        ("square.png", lambda d: d.rectangle((70, 50, 250, 230), fill=(30, 200, 40))),
+        ("triangle.png", lambda d: d.polygon([(160, 30), (290, 250), (30, 250)], fill=(30, 60, 220))),
+        ("stripes.png", lambda d: [d.rectangle((x, 0, x + 15, 280), fill=(0, 0, 0)) for x in range(0, 320, 30)]),
+    ]:
+        img = Image.new("RGB", (320, 280), (245, 245, 240))
+        draw(ImageDraw.Draw(img))
+        out.append((name, _png(img)))
+    sky = (rng.random((280, 320, 3)) < 0.01) * 255 + rng.integers(0, 25, (280, 320, 3))
+    out.append(("sky.png", _png(Image.fromarray(sky.astype(np.uint8)))))
+    return out
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def prepare(workdir: Path) -> tuple[Path, Path, Path]:
+    """Bundle, templates artifact and CoOp artifact for the demo backbone (reused if present)."""
+    from promptserve.exporters.bundle import BUNDLE_FILE
+    from promptserve.exporters.export import export_bundle
+    from promptserve.exporters.importers.coop import import_coop
+    from promptserve.exporters.importers.templates import build_templates
+    from promptserve.exporters.seeded import seeded_backbone
+
+    spec = seeded_backbone()
+    bundle = workdir / "bundles" / "demo"
+    if not (bundle / BUNDLE_FILE).exists():
+        print("exporting the demo backbone to ONNX ...", flush=True)
+        export_bundle(spec, bundle)
+    templates = build_templates(CLASSNAMES, backbone_id=spec.id, templates="imagenet80").save(
+        workdir / "artifacts" / "demo-templates"
+    )
+    checkpoint = write_demo_coop_checkpoint(workdir / "checkpoints" / "prompt_learner" / "model.pth.tar-50", spec)
+    coop = import_coop(checkpoint, classnames=CLASSNAMES, backbone=spec).save(workdir / "artifacts" / "demo-coop")
+    return bundle, templates, coop
+
+
+def write_demo_coop_checkpoint(path: Path, spec) -> Path:
+    """A CoOp checkpoint in the official trainer's layout, with a seeded (untrained) context."""
+    import torch
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ctx = torch.randn(4, spec.text_width(), generator=torch.Generator().manual_seed(0)) * 0.02
+        torch.save({"state_dict": {"ctx": ctx}, "epoch": 50, "optimizer": {}, "scheduler": {}}, path)
+    return path
+
+
+def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = False) -> int:
+    from promptserve import Client
+    from promptserve.exporters.seeded import default_cache_dir
+    from promptserve.serving import run
+    from promptserve.serving.config import AppConfig
+
+    workdir = Path(workdir or default_cache_dir() / "demo")
+    bundle, templates, coop = prepare(workdir)
+    store = tempfile.mkdtemp(prefix="promptserve-demo-store-")
+    config = AppConfig.model_validate(
+        {"bundle": str(bundle), "http": {"port": port}, "prompts": {"store": store}, "log_level": "WARNING"}
+    )
+    print("starting Ray Serve ...", flush=True)
+    url = run.start(config)
+    try:
+        run.wait_ready(url)
+        with Client(url) as client:
+            client.register_prompt(templates, prompt_id="demo-templates")
+            client.register_prompt(coop, prompt_id="demo-coop")
+            images = sample_images()
+            print(f"\nserving {client.model_info().backbone} at {url}\n")
+            for prompt_id in ("demo-templates", "demo-coop"):
+                result = client.classify([b for _, b in images], prompt_id=prompt_id, top_k=2)
+                print(f"prompt {prompt_id}:")
+                print(f"  {'image':<14} {'top-1':<16} {'p':>6}   {'top-2':<16} {'p':>6}")
+                for (name, _), r in zip(images, result.results, strict=True):
+                    a, b = r.top[0], r.top[1]
+                    print(f"  {name:<14} {a.label:<16} {a.score:6.3f}   {b.label:<16} {b.score:6.3f}")
+                print()
+            free = client.classify([images[0][1]], labels=["a red circle", "a green square"], top_k=2)
+            print(f"free labels on circle.png: {[(t.label, round(t.score, 3)) for t in free.results[0].top]}\n")
+        print(REAL_WEIGHTS_HINT)
+        if not once:
+            print(f"\nstill serving at {url} (docs at {url}/docs); Ctrl-C to stop", flush=True)
+            import threading
+
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        run.stop()
+    return 0

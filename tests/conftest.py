@@ -1,0 +1,122 @@
+"""Session fixtures: one tiny seeded backbone, one exported bundle, one Ray cluster.
+
+The tiny backbone is written to a weights file and loaded through the same code path as real
+weights. Ray starts once per session (it takes seconds and two cores are all CI has) and is
+always shut down.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+API_KEY = "test-secret-key"
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tmp_path_factory):
+    from promptserve.exporters.seeded import seeded_backbone
+
+    return seeded_backbone(directory=tmp_path_factory.mktemp("backbones"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_spec):
+    return tiny_spec.load()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_spec, tmp_path_factory):
+    from promptserve.exporters.bundle import Bundle
+    from promptserve.exporters.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle")
+    export_bundle(tiny_spec, out, progress=False)
+    return Bundle(out)
+
+
+def make_image(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG") -> bytes:
+    """A deterministic photo-like image (smooth gradients + noise) as file bytes."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * (c + 1) * 0.7 + yy * (3 - c) * 0.5 + seed * 37) % 256 for c in range(3)], -1)
+    img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def images() -> list[bytes]:
+    return [make_image(i, size=(320 + 16 * i, 240 + 8 * (i % 3))) for i in range(6)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> Iterator[dict]:
+    """A local Ray cluster with Serve on a free loopback port and a metrics export port."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    metrics_port, http_port = _free_port(), _free_port()
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+        runtime_env={"env_vars": {"TQDM_DISABLE": "1"}},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    try:
+        yield {"http_port": http_port, "metrics_port": metrics_port, "base_url": f"http://127.0.0.1:{http_port}"}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def serve_config(bundle: Path, store: Path, **overrides):
+    from promptserve.serving.config import AppConfig
+
+    base = {
+        "bundle": str(bundle),
+        "prompts": {"store": str(store)},
+        "encoder": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "num_cpus": 0.5},
+        "gateway": {"num_cpus": 0.5},
+        "limits": {"max_images_per_request": 12, "max_body_bytes": 4 << 20, "max_labels": 50},
+    }
+    for key, value in overrides.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return AppConfig.model_validate(base)
+
+
+@pytest.fixture(scope="session")
+def server(ray_cluster, tiny_bundle, tmp_path_factory) -> dict:
+    """The promptserve app (no auth) at `/`, and a second app requiring an API key at `/secure`."""
+    from ray import serve
+
+    from promptserve.serving.app import build_app
+
+    cfg = serve_config(tiny_bundle.dir, tmp_path_factory.mktemp("store"))
+    serve.run(build_app(cfg), name="promptserve", route_prefix="/", blocking=False)
+    secure = serve_config(
+        tiny_bundle.dir, tmp_path_factory.mktemp("store-secure"), auth={"api_keys": [API_KEY], "api_keys_env": None}
+    )
+    serve.run(build_app(secure), name="secure", route_prefix="/secure", blocking=False)
+    return {**ray_cluster, "config": cfg, "secure_url": ray_cluster["base_url"] + "/secure"}
