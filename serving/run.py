@@ -22,7 +22,8 @@ def start(config: AppConfig, *, address: str | None = None, num_cpus: int | None
     from promptserve.serving.app import build_app
 
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+        # address="local" always starts a new cluster, never attaching to someone else's.
+        ray.init(address=address or "local", num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
     logging_config = {"log_level": config.log_level}
     serve.start(http_options={"host": config.http.host, "port": config.http.port}, logging_config=logging_config)
     serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix, logging_config=logging_config)

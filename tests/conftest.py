@@ -108,15 +108,19 @@ def serve_config(bundle: Path, store: Path, **overrides):
 
 @pytest.fixture(scope="session")
 def server(ray_cluster, tiny_bundle, tmp_path_factory) -> dict:
-    """The promptserve app (no auth) at `/`, and a second app requiring an API key at `/secure`."""
+    """Three apps on one Serve instance: the default at `/`, one requiring an API key at
+    `/secure`, and one with a tiny in-flight limit at `/tight` (to provoke 503s)."""
     from ray import serve
 
     from promptserve.serving.app import build_app
 
-    cfg = serve_config(tiny_bundle.dir, tmp_path_factory.mktemp("store"))
+    cfg = serve_config(tiny_bundle.dir, tmp_path_factory.mktemp("store"), prompts={"max_loaded": 2})
     serve.run(build_app(cfg), name="promptserve", route_prefix="/", blocking=False)
     secure = serve_config(
         tiny_bundle.dir, tmp_path_factory.mktemp("store-secure"), auth={"api_keys": [API_KEY], "api_keys_env": None}
     )
     serve.run(build_app(secure), name="secure", route_prefix="/secure", blocking=False)
-    return {**ray_cluster, "config": cfg, "secure_url": ray_cluster["base_url"] + "/secure"}
+    tight = serve_config(tiny_bundle.dir, tmp_path_factory.mktemp("store-tight"), limits={"max_inflight_images": 2})
+    serve.run(build_app(tight), name="tight", route_prefix="/tight", blocking=False)
+    base = ray_cluster["base_url"]
+    return {**ray_cluster, "config": cfg, "secure_url": base + "/secure", "tight_url": base + "/tight"}
