@@ -11,9 +11,23 @@ LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
+def _metrics_module():
+    """Serve's metrics (tagged with deployment and replica) inside a replica; Ray's plain
+    metrics elsewhere (e.g. a deployment class driven directly in a test or a script)."""
+    from ray import serve
+
+    try:
+        serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - RayServeException outside a replica
+        from ray.util import metrics as rm
+    else:
+        from ray.serve import metrics as rm
+    return rm
+
+
 @cache
 def _m():
-    from ray.serve import metrics as rm
+    rm = _metrics_module()
 
     class M:
         requests = rm.Counter(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
 from promptserve.exporters.backbones import BackboneSpec, file_sha256
@@ -65,4 +66,6 @@ def import_coop(
         hparams={"n_ctx": int(ctx.shape[-2]), "csc": csc, "class_token_position": class_token_position},
         source=f"{Path(checkpoint).name} (epoch {epoch}, sha256 {file_sha256(checkpoint)[:16]})",
     )
+    if ctx.dtype not in (torch.float16, torch.float32, torch.float64):
+        ctx = ctx.float()  # e.g. bfloat16, which numpy/safetensors-numpy cannot hold
     return PromptArtifact(manifest, {"ctx": np.ascontiguousarray(ctx.numpy())})

@@ -65,9 +65,13 @@ def build_prompts(
     names = [name.replace("_", " ") for name in classnames]
     name_lens = [len(tower.tokenizer.encode(name)) for name in names]
     prefix_text = " ".join(["X"] * n_ctx)
-    ids = tower.tokenizer([f"{prefix_text} {name}." for name in names])
-    if int(ids.argmax(-1).min()) < 1 + n_ctx:
-        raise ArtifactError("a class name is too long: its prompt does not fit the context length")
+    texts = [f"{prefix_text} {name}." for name in names]
+    limit = tower.tokenizer.context_length
+    for text, name in zip(texts, names, strict=True):
+        # clip.tokenize (which CoOp uses) refuses over-long prompts instead of truncating them.
+        if len(tower.tokenizer.encode(text)) + 2 > limit:
+            raise ArtifactError(f"class name {name!r} is too long: its CoOp prompt exceeds {limit} tokens")
+    ids = tower.tokenizer(texts)
     emb = tower.embed_tokens(ids)
     if ctx.ndim == 2:
         ctx = np.broadcast_to(ctx, (len(names), *ctx.shape))

@@ -65,30 +65,32 @@ class EncoderDeployment:
             float(user_config.get("batch_wait_timeout_s", self.config.encoder.batch_wait_timeout_s))
         )
 
-    async def classify(self, call: ClassifyCall) -> list[dict]:
+    async def classify(self, call: ClassifyCall) -> dict[str, Any]:
+        """`{"results": [...per image...], "batch_images": size of the vision batch it rode in}`."""
         head = await asyncio.to_thread(self._head, call)
         self._pending += 1
         metrics().queue_length.set(self._pending)
         try:
-            embeds = await self._embed_batch(call)
+            embeds, batch_images = await self._embed_batch(call)
         finally:
             self._pending -= 1
             metrics().queue_length.set(self._pending)
-        return score(
+        results = score(
             embeds,
             head,
             logit_scale=self.bundle.manifest.logit_scale,
             top_k=call.top_k,
             return_logits=call.return_logits,
         )
+        return {"results": results, "batch_images": batch_images}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
-    async def _embed_batch(self, calls: list[ClassifyCall]) -> list[np.ndarray]:
+    async def _embed_batch(self, calls: list[ClassifyCall]) -> list[tuple[np.ndarray, int]]:
         crops = calls[0].crops if len(calls) == 1 else np.concatenate([c.crops for c in calls])
         metrics().batch_size.observe(len(crops))
         embeds = await asyncio.to_thread(self._encode, crops)
         bounds = np.cumsum([0] + [len(c.crops) for c in calls])
-        return [embeds[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [(embeds[a:b], len(crops)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def _encode(self, crops: np.ndarray) -> np.ndarray:
         pre = self.bundle.manifest.preprocess

@@ -188,10 +188,10 @@ class Gateway:
 
     # -- classify ----------------------------------------------------------------------------
     @api.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, openapi_extra=_CLASSIFY_BODY)
-    async def classify(self, request: Request) -> ClassifyResponse:
+    async def classify(self, request: Request) -> JSONResponse:
         tags: dict[str, str] = {}
 
-        async def run() -> ClassifyResponse:
+        async def run() -> JSONResponse:
             self._authorize(request)
             req, blobs = await parse_classify(request, self.config.limits)
             tags["prompt_id"] = req.prompt_id or ""
@@ -199,7 +199,7 @@ class Gateway:
 
         return await self._observe("classify", run, tags)
 
-    async def _classify(self, req: ClassifyRequest, blobs: list[bytes]) -> ClassifyResponse:
+    async def _classify(self, req: ClassifyRequest, blobs: list[bytes]) -> JSONResponse:
         limits = self.config.limits
         n = len(blobs)
         if self._inflight_images + n > limits.max_inflight_images:
@@ -233,11 +233,14 @@ class Gateway:
             )
         finally:
             self._inflight_images -= n
-        results = [r for part in parts for r in part]
+        results = [r for part in parts for r in part["results"]]
         for i, r in enumerate(results):
             r["index"] = i
         metrics().images.inc(n)
-        return ClassifyResponse(prompt_id=req.prompt_id, backbone=self.bundle.backbone_id, labels=labels, results=results)
+        body = ClassifyResponse(prompt_id=req.prompt_id, backbone=self.bundle.backbone_id, labels=labels, results=results)
+        # How full the vision batches were: cheap to send, and the first thing to look at when tuning.
+        headers = {"x-promptserve-batch-images": ",".join(str(p["batch_images"]) for p in parts)}
+        return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
     # -- prompt registry ---------------------------------------------------------------------
     @api.get("/v1/prompts", response_model=PromptList, responses=_ERRORS)

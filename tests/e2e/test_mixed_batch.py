@@ -1,0 +1,75 @@
+"""A batch that mixes prompt_ids (and free labels) returns exactly what separate calls return.
+
+Calls go to the real encoder deployment through a Serve handle; each answer reports the size
+of the vision batch it rode in, which proves the concurrent calls shared one batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ray import serve
+
+from promptserve import Client
+from promptserve._images import crop_uint8, decode_image
+from promptserve.exporters.importers.templates import build_templates
+from promptserve.serving.deployments.encoder import ClassifyCall
+
+PROMPTS = {"animals": ["cat", "dog", "cow"], "vehicles": ["car", "bus"], "food": ["pizza", "soup", "rice", "bread"]}
+
+
+@pytest.fixture(scope="module")
+def prompts(server, tiny_spec, tmp_path_factory):
+    out = {}
+    with Client(server["base_url"]) as c:
+        for name, classes in PROMPTS.items():
+            art = build_templates(classes, backbone_id=tiny_spec.id, templates=["a photo of a {}.", "a {}."])
+            out[name] = c.register_prompt(art.save(tmp_path_factory.mktemp("mixed") / name), prompt_id=f"mixed-{name}")
+    return out
+
+
+def _call(crops, info=None, labels=None) -> ClassifyCall:
+    if info is not None:
+        return ClassifyCall(crops=crops, prompt_id=info.prompt_id, content_id=info.content_id, top_k=10, return_logits=True)
+    return ClassifyCall(crops=crops, labels=tuple(labels), templates=("a photo of a {}.",), top_k=10, return_logits=True)
+
+
+def test_mixed_prompt_batch_equals_separate_calls(server, prompts, images, tiny_bundle):
+    encoder = serve.get_deployment_handle("encoder", app_name="promptserve")
+    size = tiny_bundle.manifest.preprocess.size
+    crops = np.stack([crop_uint8(decode_image(b), size=size) for b in images])
+    calls = [
+        _call(crops[0:2], prompts["animals"]),
+        _call(crops[2:3], prompts["vehicles"]),
+        _call(crops[3:6], prompts["food"]),
+        _call(crops[1:4], labels=["sky", "sea"]),
+        _call(crops[0:1], prompts["vehicles"]),
+    ]
+    total = sum(len(c.crops) for c in calls)
+    for c in calls:  # warm the heads so the concurrent calls reach the batcher together
+        encoder.classify.remote(c).result()
+    for _ in range(5):  # the batch window is 50 ms; on a loaded machine a call can miss it
+        mixed = [r.result() for r in [encoder.classify.remote(c) for c in calls]]
+        if all(m["batch_images"] == total for m in mixed):
+            break
+    assert [m["batch_images"] for m in mixed] == [total] * len(calls), "calls never shared a vision batch"
+    separate = [encoder.classify.remote(c).result() for c in calls]
+    assert [s["batch_images"] for s in separate] == [len(c.crops) for c in calls]
+    for got, want in zip(mixed, separate, strict=True):
+        got, want = got["results"], want["results"]
+        assert [r["top"][0]["label"] for r in got] == [r["top"][0]["label"] for r in want]
+        np.testing.assert_allclose([r["logits"] for r in got], [r["logits"] for r in want], atol=1e-5, rtol=0)
+    assert {len(r["logits"]) for m in mixed for r in m["results"]} == {2, 3, 4}
+
+
+def test_large_request_is_split_into_batches(server, prompts, images):
+    import base64
+
+    import httpx
+
+    body = {"images": [base64.b64encode(images[i % 6]).decode() for i in range(12)], "prompt_id": "mixed-food"}
+    resp = httpx.post(f"{server['base_url']}/v1/classify", json=body, timeout=60)
+    assert resp.status_code == 200
+    sizes = [int(n) for n in resp.headers["x-promptserve-batch-images"].split(",")]
+    assert len(sizes) == 1 and sizes[0] == 12  # max_batch_size 16 in the test config
+    assert [r["index"] for r in resp.json()["results"]] == list(range(12))
