@@ -1,0 +1,112 @@
+"""The `promptserve` CLI: help everywhere, import, export, the registry commands, the demo,
+and `serve` shutting down cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from promptserve.cli import build_parser
+from conftest import _free_port
+
+CLI = [sys.executable, "-m", "promptserve.cli"]
+
+
+def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _all_commands(parser, prefix=()):
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _all_commands(sub, (*prefix, name))
+
+
+def test_help_on_every_command():
+    commands = list(_all_commands(build_parser()))
+    assert ("import", "coop") in commands and ("prompts", "rm") in commands and ("serve",) in commands
+    for cmd in [(), *commands]:
+        out = run(*cmd, "--help", timeout=60)
+        assert out.returncode == 0 and "usage: promptserve" in out.stdout, (cmd, out.stderr)
+
+
+def test_import_coop_and_templates(tmp_path, tiny_spec):
+    ckpt = tmp_path / "prompt_learner" / "model.pth.tar-50"
+    ckpt.parent.mkdir()
+    ctx = torch.randn(4, 64, dtype=torch.float16)
+    torch.save({"state_dict": {"ctx": ctx, "token_prefix": torch.zeros(3, 1, 64)}, "epoch": 50, "optimizer": {}}, ckpt)
+    (tmp_path / "classes.txt").write_text("cat\ngolden_retriever\n# comment\nsea anemone\n")
+    spec = f"{tiny_spec.arch}@{tiny_spec.weights}"
+    out = run("import", "coop", str(ckpt), "--classnames", str(tmp_path / "classes.txt"), "--backbone", spec,
+              "--class-token-position", "middle", "-o", str(tmp_path / "coop"))
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "coop" / "manifest.json").read_text())
+    assert manifest["method"] == "coop" and manifest["classnames"] == ["cat", "golden_retriever", "sea anemone"]
+    assert manifest["hparams"] == {"n_ctx": 4, "csc": False, "class_token_position": "middle"}
+    assert manifest["backbone"] == tiny_spec.id and "epoch 50" in manifest["source"]
+    out = run("import", "templates", "--classnames", str(tmp_path / "classes.txt"), "--backbone", spec, "-o", str(tmp_path / "t"))
+    assert out.returncode == 0 and len(json.loads((tmp_path / "t" / "manifest.json").read_text())["templates"]) == 80
+    bad = run("import", "coop", str(tmp_path / "classes.txt"), "--classnames", str(tmp_path / "classes.txt"),
+              "--backbone", spec, "-o", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "error" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_export_custom_config(tmp_path, tiny_spec):
+    out = run("export", "--backbone", f"{tiny_spec.arch}@{tiny_spec.weights}", "-o", str(tmp_path / "b"))
+    assert out.returncode == 0, out.stderr
+    assert "vision graph: max|onnx-torch|=" in out.stdout
+    assert json.loads((tmp_path / "b" / "bundle.json").read_text())["backbone_id"] == tiny_spec.id
+
+
+def test_prompts_commands_against_a_server(server, tiny_spec, tmp_path):
+    from promptserve.exporters.importers.templates import build_templates
+
+    build_templates(["a", "b"], backbone_id=tiny_spec.id, templates=["a {}."]).save(tmp_path / "art")
+    url = ["--url", server["base_url"]]
+    assert "registered cli-prompt" in run("prompts", "add", str(tmp_path / "art"), "--prompt-id", "cli-prompt", *url).stdout
+    assert "cli-prompt" in run("prompts", "list", *url).stdout
+    assert run("prompts", "rm", "cli-prompt", *url).returncode == 0
+    gone = run("prompts", "rm", "cli-prompt", *url)
+    assert gone.returncode != 0 and "cli-prompt" in gone.stderr
+
+
+def test_demo_once_exits_zero(tmp_path):
+    out = run("demo", "--once", "--port", str(_free_port()), "--workdir", str(tmp_path),
+              env={"PROMPTSERVE_CACHE": str(tmp_path / "cache")}, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert "prompt demo-coop:" in out.stdout and "RANDOM weights" in out.stdout
+
+
+def test_serve_stops_cleanly_on_ctrl_c(tiny_bundle, tmp_path):
+    port = _free_port()
+    (tmp_path / "app.yaml").write_text(
+        f"bundle: {tiny_bundle.dir}\nhttp: {{port: {port}}}\nprompts: {{store: {tmp_path / 'store'}}}\nlog_level: WARNING\n"
+    )
+    proc = subprocess.Popen([*CLI, "serve", str(tmp_path / "app.yaml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C to stop" in line or proc.poll() is not None:
+                break
+        assert "Ctrl-C to stop" in lines[-1], "".join(lines)[-3000:]
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            pytest.fail("serve did not exit on SIGINT")

@@ -1,0 +1,63 @@
+"""The prompt store (content ids, replacement, deletion) and the YAML application config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.importers.templates import build_templates
+from promptserve.serving.config import load_config
+from promptserve.serving.errors import InvalidInput, PromptNotFound
+from promptserve.serving.store import PromptStore
+
+
+def test_content_id_ignores_created_at_and_tracks_content(tmp_path):
+    a = build_templates(["cat", "dog"], backbone_id="b")
+    b = PromptArtifact.load(a.save(tmp_path / "a"))
+    assert a.content_id == b.content_id
+    assert build_templates(["cat", "dogs"], backbone_id="b").content_id != a.content_id
+    assert build_templates(["cat", "dog"], backbone_id="c").content_id != a.content_id
+
+
+def test_store_roundtrip_replace_delete(tmp_path):
+    store = PromptStore(str(tmp_path))
+    a = build_templates(["cat", "dog"], backbone_id="b")
+    info = store.put("pets", a, np.ones((2, 4), np.float32))
+    assert info.content_id == a.content_id and [p.prompt_id for p in store.list()] == ["pets"]
+    feats, labels = store.load_features("pets", a.content_id)
+    assert labels == ["cat", "dog"] and feats.shape == (2, 4)
+    b = build_templates(["cat", "dog", "cow"], backbone_id="b")
+    store.put("pets", b, np.ones((3, 4), np.float32))
+    with pytest.raises(PromptNotFound, match="replaced"):
+        store.load_features("pets", a.content_id)  # a replica holding the old id must not serve stale features
+    store.delete("pets")
+    assert store.list() == []
+    with pytest.raises(PromptNotFound):
+        store.info("pets")
+    with pytest.raises(InvalidInput):
+        store.info("../etc")
+
+
+def test_artifact_load_errors(tmp_path):
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        PromptArtifact.load(tmp_path)
+    with pytest.raises(ArtifactError, match="classnames"):
+        PromptArtifact.from_parts({"method": "templates", "backbone": "b", "classnames": []}, None)
+
+
+def test_yaml_config_resolves_relative_paths(tmp_path):
+    (tmp_path / "cfg.yaml").write_text(
+        "bundle: bundles/b\nengine: {name: onnxruntime, threads: 2}\n"
+        "encoder: {max_batch_size: 8, batch_wait_timeout_s: 0.01}\nprompts: {store: s3://bucket/p, preload: [arts]}\n"
+    )
+    cfg = load_config(tmp_path / "cfg.yaml")
+    assert cfg.bundle == str(tmp_path / "bundles" / "b")
+    assert cfg.prompts.preload == [str(tmp_path / "arts")] and cfg.prompts.store == "s3://bucket/p"
+    assert cfg.encoder.max_batch_size == 8 and cfg.engine.threads == 2
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    (tmp_path / "bad.yaml").write_text("bundle: b\nencoder: {max_batch: 8}\n")
+    with pytest.raises(ValueError, match="max_batch"):
+        load_config(tmp_path / "bad.yaml")
