@@ -37,9 +37,13 @@ class ArtifactManifest(BaseModel):
     method: str = Field(description="Prompt method, e.g. `templates` or `coop`.")
     backbone: str = Field(description="BackboneSpec.id the artifact was built for.")
     classnames: list[str] = Field(min_length=1, max_length=MAX_CLASSES)
-    templates: list[str] | None = Field(None, description="Template ensemble, if the method uses one.")
+    templates: list[str] | None = Field(
+        None, description="Template ensemble, if the method uses one."
+    )
     hparams: dict[str, Any] = Field(default_factory=dict, description="Method hyper-parameters.")
-    source: str | None = Field(None, description="Where it came from, e.g. the imported checkpoint.")
+    source: str | None = Field(
+        None, description="Where it came from, e.g. the imported checkpoint."
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
     @field_validator("classnames")
@@ -84,7 +88,9 @@ class PromptArtifact:
         try:
             manifest = json.loads((path / MANIFEST_FILE).read_text())
         except FileNotFoundError as exc:
-            raise ArtifactError(f"{path} has no {MANIFEST_FILE}; is it an artifact directory?") from exc
+            raise ArtifactError(
+                f"{path} has no {MANIFEST_FILE}; is it an artifact directory?"
+            ) from exc
         blob = (path / TENSORS_FILE).read_bytes() if (path / TENSORS_FILE).exists() else None
         return cls.from_parts(manifest, blob)
 
@@ -105,7 +111,7 @@ class PromptArtifact:
 
             try:
                 arrays = load(tensors)
-            except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's input
+            except Exception as exc:
                 raise ArtifactError(f"tensors are not a valid safetensors file: {exc}") from exc
         return cls(parsed, arrays)
 

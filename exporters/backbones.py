@@ -53,7 +53,9 @@ class BackboneSpec(BaseModel):
         if (self.pretrained is None) == (self.weights is None):
             raise ValueError("give exactly one of `pretrained` (a tag) or `weights` (a file)")
         if self.config is not None and self.pretrained is not None:
-            raise ValueError("a custom `config` needs local `weights`; pretrained tags are per name")
+            raise ValueError(
+                "a custom `config` needs local `weights`; pretrained tags are per name"
+            )
         return self
 
     @classmethod
@@ -94,7 +96,9 @@ class BackboneSpec(BaseModel):
 
         cfg = get_model_config(self.arch)
         if cfg is None:
-            raise BackboneError(f"unknown open_clip model {self.arch!r}; see open_clip.list_models()")
+            raise BackboneError(
+                f"unknown open_clip model {self.arch!r}; see open_clip.list_models()"
+            )
         return cfg
 
     def text_width(self) -> int:
@@ -159,7 +163,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - re-raised with advice
+        except Exception as exc:
             raise BackboneError(
                 f"cannot read {path} as a state dict ({exc}); TorchScript archives such as "
                 "OpenAI's original .pt files are not read: save their state_dict() first"

@@ -80,7 +80,9 @@ class Bundle:
         self.dir = Path(directory)
         path = self.dir / BUNDLE_FILE
         if not path.exists():
-            raise BundleError(f"{self.dir} is not a bundle (no {BUNDLE_FILE}); run `promptserve export`")
+            raise BundleError(
+                f"{self.dir} is not a bundle (no {BUNDLE_FILE}); run `promptserve export`"
+            )
         self.manifest = BundleManifest.model_validate_json(path.read_text())
 
     @property
@@ -91,7 +93,9 @@ class Bundle:
         try:
             return self.dir / self.manifest.graphs[name].file
         except KeyError:
-            raise BundleError(f"bundle has no {name!r} graph; it has {sorted(self.manifest.graphs)}") from None
+            raise BundleError(
+                f"bundle has no {name!r} graph; it has {sorted(self.manifest.graphs)}"
+            ) from None
 
     @cached_property
     def tokenizer(self) -> ClipTokenizer:

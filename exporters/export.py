@@ -75,13 +75,18 @@ def export_bundle(
     steps.set_postfix_str("tokenizer + embeddings")
     from safetensors.torch import save_file
 
-    save_file({"weight": model.token_embedding.weight.detach().contiguous()}, out / "token_embedding.safetensors")
+    save_file(
+        {"weight": model.token_embedding.weight.detach().contiguous()},
+        out / "token_embedding.safetensors",
+    )
     shutil.copyfile(open_clip.tokenizer.default_bpe(), out / "bpe_simple_vocab_16e6.txt.gz")
     steps.update()
 
     steps.set_postfix_str("parity")
     parity = {
-        "vision": _parity(vision, out / "vision.onnx", (pixels,), VisionGraph.input_names, tolerance),
+        "vision": _parity(
+            vision, out / "vision.onnx", (pixels,), VisionGraph.input_names, tolerance
+        ),
         "text": _parity(text, out / "text.onnx", (emb, eot), TextGraph.input_names, tolerance),
     }
     steps.update()
@@ -95,8 +100,16 @@ def export_bundle(
         logit_scale=float(model.logit_scale.detach().exp()),
         preprocess=_preprocess_cfg(model),
         graphs={
-            "vision": GraphInfo(file="vision.onnx", inputs=list(VisionGraph.input_names), outputs=list(VisionGraph.output_names)),
-            "text": GraphInfo(file="text.onnx", inputs=list(TextGraph.input_names), outputs=list(TextGraph.output_names)),
+            "vision": GraphInfo(
+                file="vision.onnx",
+                inputs=list(VisionGraph.input_names),
+                outputs=list(VisionGraph.output_names),
+            ),
+            "text": GraphInfo(
+                file="text.onnx",
+                inputs=list(TextGraph.input_names),
+                outputs=list(TextGraph.output_names),
+            ),
         },
         parity=parity,
     )
@@ -113,7 +126,9 @@ def export_bundle(
     return manifest
 
 
-def _export(module: torch.nn.Module, args: tuple, path: Path, *, batch_inputs: tuple[str, ...]) -> None:
+def _export(
+    module: torch.nn.Module, args: tuple, path: Path, *, batch_inputs: tuple[str, ...]
+) -> None:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     # torch.onnx narrates every pass on stdout and warns about internals; the progress bar and
     # the parity report are what users need to see.
@@ -132,7 +147,9 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, *, batch_inputs: t
         )
 
 
-def _parity(module, path: Path, args: tuple, names: tuple[str, ...], tolerance: float) -> ParityResult:
+def _parity(
+    module, path: Path, args: tuple, names: tuple[str, ...], tolerance: float
+) -> ParityResult:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -142,7 +159,11 @@ def _parity(module, path: Path, args: tuple, names: tuple[str, ...], tolerance: 
     diff = float(np.abs(got - want).max())
     cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
     return ParityResult(
-        max_abs_diff=diff, min_cosine=float(cos.min()), tolerance=tolerance, batch=len(got), passed=diff <= tolerance
+        max_abs_diff=diff,
+        min_cosine=float(cos.min()),
+        tolerance=tolerance,
+        batch=len(got),
+        passed=diff <= tolerance,
     )
 
 

@@ -17,7 +17,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PROMPTSERVE_CACHE", Path.home() / ".cache" / "promptserve"))
 
 
-def seeded_backbone(arch: str = DEMO_ARCH, *, seed: int = 0, directory: str | Path | None = None) -> BackboneSpec:
+def seeded_backbone(
+    arch: str = DEMO_ARCH, *, seed: int = 0, directory: str | Path | None = None
+) -> BackboneSpec:
     """A `NAME@FILE` spec whose weights file holds `arch` initialised with `seed` (written once).
 
     `arch` is an open_clip model name, a built-in promptserve config, or a config JSON path.

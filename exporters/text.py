@@ -57,7 +57,9 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.linalg.norm(x, axis=axis, keepdims=True)
 
 
-def template_ensemble(tower: TextTower, classnames: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+def template_ensemble(
+    tower: TextTower, classnames: Sequence[str], templates: Sequence[str]
+) -> np.ndarray:
     """CLIP's zero-shot classifier: per class, L2-normalise each template's embedding, average
     over templates, re-normalise (openai/CLIP `Prompt_Engineering_for_ImageNet.ipynb`,
     open_clip `zero_shot_classifier.py::build_zero_shot_classifier`). Returns [n_cls, E]."""

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
 from promptserve._constants import DEFAULT_BASE_URL, INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
 from promptserve._exceptions import (
     APIConnectionError,
@@ -22,7 +24,6 @@ from promptserve._exceptions import (
     _parse_retry_after,
 )
 from promptserve.types import ClassifyResponse, ModelInfo
-from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger("promptserve")
 

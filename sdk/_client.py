@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 import httpx
 import numpy as np
+from pydantic import ValidationError
+
 from promptserve._base import BaseClient, Timeout, _merge, _split, log
 from promptserve._constants import (
     DEFAULT_CHUNK_SIZE,
@@ -36,7 +38,6 @@ from promptserve.types import (
     PromptList,
     RegisterPromptRequest,
 )
-from pydantic import ValidationError
 
 __all__ = ["AsyncClient", "Client"]
 

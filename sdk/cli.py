@@ -26,7 +26,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     manifest = export_bundle(_backbone(args.backbone), args.output, tolerance=args.tolerance)
     for name, p in manifest.parity.items():
-        print(f"{name:>6} graph: max|onnx-torch|={p.max_abs_diff:.2e}  min cosine={p.min_cosine:.6f}  (tol {p.tolerance})")
+        print(
+            f"{name:>6} graph: max|onnx-torch|={p.max_abs_diff:.2e}  min cosine={p.min_cosine:.6f}  (tol {p.tolerance})"
+        )
     print(f"bundle for {manifest.backbone_id} written to {args.output}")
     return 0
 
@@ -40,7 +42,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         from promptserve.exporters.importers.coop import import_coop
 
         artifact = import_coop(
-            args.checkpoint, classnames=classnames, backbone=spec, class_token_position=args.class_token_position
+            args.checkpoint,
+            classnames=classnames,
+            backbone=spec,
+            class_token_position=args.class_token_position,
         )
     else:
         from promptserve.exporters.importers.templates import build_templates
@@ -61,7 +66,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if args.port is not None or args.host is not None:
-        http = config.http.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+        http = config.http.model_copy(
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        )
         config = config.model_copy(update={"http": http})
     run_forever(config, address=args.address)
     return 0
@@ -94,26 +101,43 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="promptserve", description="Serve prompt-adapted CLIP models on Ray Serve.")
+    p = argparse.ArgumentParser(
+        prog="promptserve", description="Serve prompt-adapted CLIP models on Ray Serve."
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run an application config on Ray Serve (blocks; Ctrl-C stops it)")
+    s = sub.add_parser(
+        "serve", help="run an application config on Ray Serve (blocks; Ctrl-C stops it)"
+    )
     s.add_argument("config", help="YAML application config")
     s.add_argument("--address", help="join a running Ray cluster (e.g. auto or ray://host:10001)")
     s.add_argument("--host", help="override http.host")
     s.add_argument("--port", type=int, help="override http.port")
     s.set_defaults(fn=cmd_serve)
 
-    s = sub.add_parser("demo", help="export a tiny seeded backbone, serve it and classify sample images")
+    s = sub.add_parser(
+        "demo", help="export a tiny seeded backbone, serve it and classify sample images"
+    )
     s.add_argument("--once", action="store_true", help="exit after the sample requests")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workdir", type=Path, default=None, help="where bundles and artifacts go (default: cache dir)")
+    s.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where bundles and artifacts go (default: cache dir)",
+    )
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("export", help="export a backbone to an ONNX bundle with a parity report")
-    s.add_argument("--backbone", required=True, help=f"NAME:TAG, NAME@WEIGHTS, CONFIG.json@WEIGHTS or {DEMO_HINT}")
+    s.add_argument(
+        "--backbone",
+        required=True,
+        help=f"NAME:TAG, NAME@WEIGHTS, CONFIG.json@WEIGHTS or {DEMO_HINT}",
+    )
     s.add_argument("-o", "--output", required=True, type=Path, help="bundle directory")
-    s.add_argument("--tolerance", type=float, default=1e-4, help="max |onnx - torch| allowed (fp32: 1e-4)")
+    s.add_argument(
+        "--tolerance", type=float, default=1e-4, help="max |onnx - torch| allowed (fp32: 1e-4)"
+    )
     s.set_defaults(fn=cmd_export)
 
     imp = sub.add_parser("import", help="turn a checkpoint or templates into a prompt artifact")
@@ -122,12 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-50")
     s.add_argument("--class-token-position", choices=["end", "middle", "front"], default="end")
     s2 = isub.add_parser("templates", help="a hand-written template ensemble")
-    s2.add_argument("--templates", default="imagenet80", help="imagenet80, default, or a file with one template per line")
-    for s in (s, s2):
-        s.add_argument("--classnames", required=True, type=Path, help="one class name per line, or a JSON list")
-        s.add_argument("--backbone", required=True, help=f"the backbone it runs on, or {DEMO_HINT}")
-        s.add_argument("-o", "--output", required=True, type=Path, help="artifact directory")
-        s.set_defaults(fn=cmd_import)
+    s2.add_argument(
+        "--templates",
+        default="imagenet80",
+        help="imagenet80, default, or a file with one template per line",
+    )
+    for cmd in (s, s2):
+        cmd.add_argument(
+            "--classnames", required=True, type=Path, help="one class name per line, or a JSON list"
+        )
+        cmd.add_argument(
+            "--backbone", required=True, help=f"the backbone it runs on, or {DEMO_HINT}"
+        )
+        cmd.add_argument("-o", "--output", required=True, type=Path, help="artifact directory")
+        cmd.set_defaults(fn=cmd_import)
 
     pr = sub.add_parser("prompts", help="list, add or remove prompts on a running server")
     psub = pr.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -137,10 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     s3.add_argument("--prompt-id", help="name to serve it under")
     s4 = psub.add_parser("rm", help="remove a prompt")
     s4.add_argument("prompt_id")
-    for s in (s, s3, s4):
-        s.add_argument("--url", default=None, help="server URL (default $PROMPTSERVE_BASE_URL or http://127.0.0.1:8000)")
-        s.add_argument("--api-key", default=None, help="bearer token (default $PROMPTSERVE_API_KEY)")
-        s.set_defaults(fn=cmd_prompts)
+    for cmd in (s, s3, s4):
+        cmd.add_argument(
+            "--url",
+            default=None,
+            help="server URL (default $PROMPTSERVE_BASE_URL or http://127.0.0.1:8000)",
+        )
+        cmd.add_argument(
+            "--api-key", default=None, help="bearer token (default $PROMPTSERVE_API_KEY)"
+        )
+        cmd.set_defaults(fn=cmd_prompts)
     return p
 
 

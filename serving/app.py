@@ -19,7 +19,10 @@ def build_app(config: AppConfig) -> Application:
         max_ongoing_requests=enc.max_ongoing_requests,
         max_queued_requests=enc.max_queued_requests,
         ray_actor_options={"num_cpus": enc.num_cpus, "num_gpus": enc.num_gpus},
-        user_config={"max_batch_size": enc.max_batch_size, "batch_wait_timeout_s": enc.batch_wait_timeout_s},
+        user_config={
+            "max_batch_size": enc.max_batch_size,
+            "batch_wait_timeout_s": enc.batch_wait_timeout_s,
+        },
         health_check_period_s=10,
     ).bind(config)
     gateway = serve.deployment(

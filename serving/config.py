@@ -39,7 +39,9 @@ class GatewayConfig(_Strict):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     max_ongoing_requests: int = Field(64, ge=1, description="Concurrent HTTP requests per replica.")
-    max_queued_requests: int = Field(256, ge=-1, description="Waiting at the proxy before 503; -1 = unbounded.")
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Waiting at the proxy before 503; -1 = unbounded."
+    )
 
 
 class EncoderConfig(_Strict):
@@ -51,7 +53,9 @@ class EncoderConfig(_Strict):
     max_batch_size: int = Field(32, ge=1, description="Images per vision-graph call.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
     max_ongoing_requests: int = Field(256, ge=1)
-    max_queued_requests: int = Field(512, ge=-1, description="Handle-side queue bound; beyond it, 503.")
+    max_queued_requests: int = Field(
+        512, ge=-1, description="Handle-side queue bound; beyond it, 503."
+    )
 
 
 class PromptsConfig(_Strict):
@@ -59,9 +63,13 @@ class PromptsConfig(_Strict):
         default_factory=lambda: str(Path.home() / ".cache" / "promptserve" / "prompts"),
         description="Where registered artifacts live: a directory or an fsspec URL shared by replicas.",
     )
-    preload: list[str] = Field(default_factory=list, description="Artifact dirs/URLs registered at start.")
+    preload: list[str] = Field(
+        default_factory=list, description="Artifact dirs/URLs registered at start."
+    )
     max_loaded: int = Field(256, ge=1, description="Prompt heads kept per replica (LRU).")
-    text_cache_size: int = Field(8192, ge=0, description="Free-label text features kept per replica (LRU).")
+    text_cache_size: int = Field(
+        8192, ge=0, description="Free-label text features kept per replica (LRU)."
+    )
 
 
 class LimitsConfig(_Strict):
@@ -69,7 +77,9 @@ class LimitsConfig(_Strict):
     max_body_bytes: int = Field(64 << 20, ge=1)
     max_labels: int = Field(1000, ge=1, description="Free labels per request.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
-    max_inflight_images: int = Field(4096, ge=1, description="Images in flight per gateway replica before 503.")
+    max_inflight_images: int = Field(
+        4096, ge=1, description="Images in flight per gateway replica before 503."
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503s.")
 
 
@@ -87,7 +97,9 @@ class AuthConfig(_Strict):
 class AppConfig(_Strict):
     name: str = "promptserve"
     route_prefix: str = "/"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Serve and replica logs.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Serve and replica logs."
+    )
     bundle: str = Field(description="Directory written by `promptserve export`.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -108,6 +120,8 @@ def load_config(path: str | Path) -> AppConfig:
     base = path.parent
     bundle = cfg.bundle if "://" in cfg.bundle else str((base / cfg.bundle).resolve())
     prompts = cfg.prompts.model_copy(
-        update={"preload": [p if "://" in p else str((base / p).resolve()) for p in cfg.prompts.preload]}
+        update={
+            "preload": [p if "://" in p else str((base / p).resolve()) for p in cfg.prompts.preload]
+        }
     )
     return cfg.model_copy(update={"bundle": bundle, "prompts": prompts})

@@ -33,8 +33,14 @@ def sample_images() -> list[tuple[str, bytes]]:
     for name, draw in [
         ("circle.png", lambda d: d.ellipse((60, 40, 260, 240), fill=(220, 30, 30))),
         ("square.png", lambda d: d.rectangle((70, 50, 250, 230), fill=(30, 200, 40))),
-        ("triangle.png", lambda d: d.polygon([(160, 30), (290, 250), (30, 250)], fill=(30, 60, 220))),
-        ("stripes.png", lambda d: [d.rectangle((x, 0, x + 15, 280), fill=(0, 0, 0)) for x in range(0, 320, 30)]),
+        (
+            "triangle.png",
+            lambda d: d.polygon([(160, 30), (290, 250), (30, 250)], fill=(30, 60, 220)),
+        ),
+        (
+            "stripes.png",
+            lambda d: [d.rectangle((x, 0, x + 15, 280), fill=(0, 0, 0)) for x in range(0, 320, 30)],
+        ),
     ]:
         img = Image.new("RGB", (320, 280), (245, 245, 240))
         draw(ImageDraw.Draw(img))
@@ -66,8 +72,12 @@ def prepare(workdir: Path) -> tuple[Path, Path, Path]:
     templates = build_templates(CLASSNAMES, backbone_id=spec.id, templates="imagenet80").save(
         workdir / "artifacts" / "demo-templates"
     )
-    checkpoint = write_demo_coop_checkpoint(workdir / "checkpoints" / "prompt_learner" / "model.pth.tar-50", spec)
-    coop = import_coop(checkpoint, classnames=CLASSNAMES, backbone=spec).save(workdir / "artifacts" / "demo-coop")
+    checkpoint = write_demo_coop_checkpoint(
+        workdir / "checkpoints" / "prompt_learner" / "model.pth.tar-50", spec
+    )
+    coop = import_coop(checkpoint, classnames=CLASSNAMES, backbone=spec).save(
+        workdir / "artifacts" / "demo-coop"
+    )
     return bundle, templates, coop
 
 
@@ -78,7 +88,9 @@ def write_demo_coop_checkpoint(path: Path, spec) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         ctx = torch.randn(4, spec.text_width(), generator=torch.Generator().manual_seed(0)) * 0.02
-        torch.save({"state_dict": {"ctx": ctx}, "epoch": 50, "optimizer": {}, "scheduler": {}}, path)
+        torch.save(
+            {"state_dict": {"ctx": ctx}, "epoch": 50, "optimizer": {}, "scheduler": {}}, path
+        )
     return path
 
 
@@ -92,7 +104,12 @@ def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = Fals
     bundle, templates, coop = prepare(workdir)
     store = tempfile.mkdtemp(prefix="promptserve-demo-store-")
     config = AppConfig.model_validate(
-        {"bundle": str(bundle), "http": {"port": port}, "prompts": {"store": store}, "log_level": "WARNING"}
+        {
+            "bundle": str(bundle),
+            "http": {"port": port},
+            "prompts": {"store": store},
+            "log_level": "WARNING",
+        }
     )
     print("starting Ray Serve ...", flush=True)
     url = run.start(config)
@@ -109,10 +126,16 @@ def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = Fals
                 print(f"  {'image':<14} {'top-1':<16} {'p':>6}   {'top-2':<16} {'p':>6}")
                 for (name, _), r in zip(images, result.results, strict=True):
                     a, b = r.top[0], r.top[1]
-                    print(f"  {name:<14} {a.label:<16} {a.score:6.3f}   {b.label:<16} {b.score:6.3f}")
+                    print(
+                        f"  {name:<14} {a.label:<16} {a.score:6.3f}   {b.label:<16} {b.score:6.3f}"
+                    )
                 print()
-            free = client.classify([images[0][1]], labels=["a red circle", "a green square"], top_k=2)
-            print(f"free labels on circle.png: {[(t.label, round(t.score, 3)) for t in free.results[0].top]}\n")
+            free = client.classify(
+                [images[0][1]], labels=["a red circle", "a green square"], top_k=2
+            )
+            print(
+                f"free labels on circle.png: {[(t.label, round(t.score, 3)) for t in free.results[0].top]}\n"
+            )
         print(REAL_WEIGHTS_HINT)
         if not once:
             print(f"\nstill serving at {url} (docs at {url}/docs); Ctrl-C to stop", flush=True)

@@ -11,14 +11,18 @@ class ServeError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[ErrorType] = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return ErrorBody(error=ErrorDetail(type=self.type, message=self.message, param=self.param)).model_dump()
+        return ErrorBody(
+            error=ErrorDetail(type=self.type, message=self.message, param=self.param)
+        ).model_dump()
 
     def __reduce__(self):  # survive Ray's pickling between replicas with kwargs intact
         return (_rebuild, (type(self), self.message, self.param, self.headers))

@@ -61,10 +61,14 @@ class LRU(Generic[K, V]):
 class HeadBank:
     """Resolves a request's head: a registered prompt (by content id) or free labels."""
 
-    def __init__(self, store: PromptStore, tower: TextTower, *, max_loaded: int, text_cache_size: int) -> None:
+    def __init__(
+        self, store: PromptStore, tower: TextTower, *, max_loaded: int, text_cache_size: int
+    ) -> None:
         self.store = store
         self.tower = tower
-        self._prompts: LRU[str, ClassHead] = LRU(max_loaded, lambda: metrics().artifact_evictions.inc())
+        self._prompts: LRU[str, ClassHead] = LRU(
+            max_loaded, lambda: metrics().artifact_evictions.inc()
+        )
         self._labels: LRU[tuple[tuple[str, ...], str], np.ndarray] = LRU(max(text_cache_size, 1))
         self._text_lock = threading.Lock()
 
@@ -90,12 +94,20 @@ class HeadBank:
             computed = dict(zip(missing, feats, strict=True))
             for label, feat in computed.items():
                 self._labels.put((templates, label), feat)
-            rows = [row if row is not None else computed[label] for label, row in zip(labels, rows, strict=True)]
+            rows = [
+                row if row is not None else computed[label]
+                for label, row in zip(labels, rows, strict=True)
+            ]
         return ClassHead(tuple(labels), np.stack(rows))  # type: ignore[arg-type]
 
 
 def score(
-    image_embeds: np.ndarray, head: ClassHead, *, logit_scale: float, top_k: int, return_logits: bool
+    image_embeds: np.ndarray,
+    head: ClassHead,
+    *,
+    logit_scale: float,
+    top_k: int,
+    return_logits: bool,
 ) -> list[dict]:
     """Per image: top-k labels with softmax scores (and all logits on request)."""
     logits = logit_scale * l2_normalize(image_embeds) @ head.features.T
@@ -108,7 +120,12 @@ def score(
         {
             "index": i,
             "top": [
-                {"label": head.labels[j], "index": int(j), "score": float(probs[i, j]), "logit": float(logits[i, j])}
+                {
+                    "label": head.labels[j],
+                    "index": int(j),
+                    "score": float(probs[i, j]),
+                    "logit": float(logits[i, j]),
+                }
                 for j in order[i]
             ],
             "logits": logits[i].tolist() if return_logits else None,

@@ -38,7 +38,9 @@ def _too_large(size: int, limits: LimitsConfig) -> str:
     )
 
 
-async def parse_classify(request: Request, limits: LimitsConfig) -> tuple[ClassifyRequest, list[bytes]]:
+async def parse_classify(
+    request: Request, limits: LimitsConfig
+) -> tuple[ClassifyRequest, list[bytes]]:
     """JSON (`ClassifyRequest`, base64 images) or multipart (`images` files + the same fields)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -60,7 +62,9 @@ async def parse_classify(request: Request, limits: LimitsConfig) -> tuple[Classi
         )
     if req.labels is not None:
         if not req.labels or any(not label.strip() for label in req.labels):
-            raise InvalidInput("`labels` must be a non-empty list of non-empty names", param="labels")
+            raise InvalidInput(
+                "`labels` must be a non-empty list of non-empty names", param="labels"
+            )
         if len(req.labels) > limits.max_labels:
             raise InvalidInput(
                 f"{len(req.labels)} labels, above the limit of {limits.max_labels}; register a prompt "
@@ -86,11 +90,15 @@ def _b64(data: str, i: int) -> bytes:
         raise InvalidInput(f"images[{i}] is not valid base64", param=f"images[{i}]") from None
 
 
-async def _parse_multipart(request: Request, limits: LimitsConfig) -> tuple[ClassifyRequest, list[bytes]]:
+async def _parse_multipart(
+    request: Request, limits: LimitsConfig
+) -> tuple[ClassifyRequest, list[bytes]]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise PayloadTooLarge(_too_large(int(declared), limits))
-    form = await request.form(max_files=limits.max_images_per_request + 1, max_part_size=limits.max_body_bytes)
+    form = await request.form(
+        max_files=limits.max_images_per_request + 1, max_part_size=limits.max_body_bytes
+    )
     blobs = [await f.read() for f in form.getlist("images") if isinstance(f, UploadFile)]
     fields: dict = {"images": []}
     for key in ("prompt_id", "top_k", "return_logits"):

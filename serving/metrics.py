@@ -18,7 +18,7 @@ def _metrics_module():
 
     try:
         serve.get_replica_context()
-    except Exception:  # noqa: BLE001 - RayServeException outside a replica
+    except Exception:
         from ray.util import metrics as rm
     else:
         from ray.serve import metrics as rm
@@ -50,13 +50,19 @@ def _m():
         queue_length = rm.Gauge(
             "promptserve_queue_length", description="Encoder calls waiting for or in a batch."
         )
-        artifact_loads = rm.Counter("promptserve_artifact_loads_total", description="Prompt heads loaded into a replica.")
+        artifact_loads = rm.Counter(
+            "promptserve_artifact_loads_total", description="Prompt heads loaded into a replica."
+        )
         artifact_evictions = rm.Counter(
             "promptserve_artifact_evictions_total", description="Prompt heads evicted (LRU)."
         )
-        text_cache_hits = rm.Counter("promptserve_text_cache_hits_total", description="Free-label features served from cache.")
+        text_cache_hits = rm.Counter(
+            "promptserve_text_cache_hits_total",
+            description="Free-label features served from cache.",
+        )
         text_cache_misses = rm.Counter(
-            "promptserve_text_cache_misses_total", description="Free-label features computed by the text encoder."
+            "promptserve_text_cache_misses_total",
+            description="Free-label features computed by the text encoder.",
         )
 
     return M

@@ -23,10 +23,23 @@ def start(config: AppConfig, *, address: str | None = None, num_cpus: int | None
 
     if not ray.is_initialized():
         # address="local" always starts a new cluster, never attaching to someone else's.
-        ray.init(address=address or "local", num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+        ray.init(
+            address=address or "local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level="WARNING",
+        )
     logging_config = {"log_level": config.log_level}
-    serve.start(http_options={"host": config.http.host, "port": config.http.port}, logging_config=logging_config)
-    serve.run(build_app(config), name=config.name, route_prefix=config.route_prefix, logging_config=logging_config)
+    serve.start(
+        http_options={"host": config.http.host, "port": config.http.port},
+        logging_config=logging_config,
+    )
+    serve.run(
+        build_app(config),
+        name=config.name,
+        route_prefix=config.route_prefix,
+        logging_config=logging_config,
+    )
     prefix = config.route_prefix.rstrip("/")
     return f"http://{config.http.host}:{config.http.port}{prefix}"
 
@@ -60,7 +73,10 @@ def run_forever(config: AppConfig, *, address: str | None = None) -> None:
     """`promptserve serve`: block until Ctrl-C or SIGTERM, then shut Serve and Ray down."""
     url = start(config, address=address)
     wait_ready(url)
-    print(f"promptserve is serving {config.bundle} at {url} (docs at {url}/docs); Ctrl-C to stop", flush=True)
+    print(
+        f"promptserve is serving {config.bundle} at {url} (docs at {url}/docs); Ctrl-C to stop",
+        flush=True,
+    )
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())

@@ -14,7 +14,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from promptserve.exporters.artifacts import MANIFEST_FILE, TENSORS_FILE, ArtifactManifest, PromptArtifact
+from promptserve.exporters.artifacts import (
+    MANIFEST_FILE,
+    TENSORS_FILE,
+    ArtifactManifest,
+    PromptArtifact,
+)
 from promptserve.serving.errors import InvalidInput, PromptNotFound
 from promptserve.types import PromptInfo
 
@@ -52,18 +57,29 @@ class PromptStore:
         reg = self._path(prompt_id, REGISTRATION_FILE)
         if self.fs.exists(reg):
             self.fs.rm(reg)
-        self.fs.pipe(self._path(prompt_id, MANIFEST_FILE), artifact.manifest.model_dump_json(indent=2).encode())
+        self.fs.pipe(
+            self._path(prompt_id, MANIFEST_FILE),
+            artifact.manifest.model_dump_json(indent=2).encode(),
+        )
         self.fs.pipe(self._path(prompt_id, TENSORS_FILE), artifact.tensor_bytes())
-        blob = save({"features": np.ascontiguousarray(features, np.float32)}, metadata={"content_id": content_id})
+        blob = save(
+            {"features": np.ascontiguousarray(features, np.float32)},
+            metadata={"content_id": content_id},
+        )
         self.fs.pipe(self._path(prompt_id, FEATURES_FILE), blob)
-        registered = {"content_id": content_id, "registered_at": datetime.now(timezone.utc).isoformat()}
+        registered = {
+            "content_id": content_id,
+            "registered_at": datetime.now(timezone.utc).isoformat(),
+        }
         self.fs.pipe(reg, json.dumps(registered).encode())
         return self.info(prompt_id)
 
     def info(self, prompt_id: str) -> PromptInfo:
         try:
             reg = json.loads(self.fs.cat(self._path(prompt_id, REGISTRATION_FILE)))
-            manifest = ArtifactManifest.model_validate_json(self.fs.cat(self._path(prompt_id, MANIFEST_FILE)))
+            manifest = ArtifactManifest.model_validate_json(
+                self.fs.cat(self._path(prompt_id, MANIFEST_FILE))
+            )
         except FileNotFoundError:
             raise PromptNotFound(
                 f"no prompt {prompt_id!r} is registered; list them with GET /v1/prompts",
@@ -85,7 +101,9 @@ class PromptStore:
         infos = []
         for entry in sorted(self.fs.ls(self.root, detail=False)):
             prompt_id = entry.rstrip("/").rsplit("/", 1)[-1]
-            if PROMPT_ID.match(prompt_id) and self.fs.exists(self._path(prompt_id, REGISTRATION_FILE)):
+            if PROMPT_ID.match(prompt_id) and self.fs.exists(
+                self._path(prompt_id, REGISTRATION_FILE)
+            ):
                 try:
                     infos.append(self.info(prompt_id))
                 except PromptNotFound:  # deleted while listing
@@ -101,13 +119,17 @@ class PromptStore:
 
         try:
             blob = self.fs.cat(self._path(prompt_id, FEATURES_FILE))
-            manifest = ArtifactManifest.model_validate_json(self.fs.cat(self._path(prompt_id, MANIFEST_FILE)))
+            manifest = ArtifactManifest.model_validate_json(
+                self.fs.cat(self._path(prompt_id, MANIFEST_FILE))
+            )
         except FileNotFoundError:
             raise PromptNotFound(f"prompt {prompt_id!r} was deleted", param="prompt_id") from None
 
         meta = _safetensors_metadata(blob)
         if meta.get("content_id") != content_id:
-            raise PromptNotFound(f"prompt {prompt_id!r} was replaced; retry the request", param="prompt_id")
+            raise PromptNotFound(
+                f"prompt {prompt_id!r} was replaced; retry the request", param="prompt_id"
+            )
         return load(blob)["features"], manifest.classnames
 
 

@@ -51,7 +51,9 @@ def make_image(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG")
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([(xx * (c + 1) * 0.7 + yy * (3 - c) * 0.5 + seed * 37) % 256 for c in range(3)], -1)
+    base = np.stack(
+        [(xx * (c + 1) * 0.7 + yy * (3 - c) * 0.5 + seed * 37) % 256 for c in range(3)], -1
+    )
     img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format=fmt)
@@ -85,7 +87,11 @@ def ray_cluster(tmp_path_factory) -> Iterator[dict]:
     )
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     try:
-        yield {"http_port": http_port, "metrics_port": metrics_port, "base_url": f"http://127.0.0.1:{http_port}"}
+        yield {
+            "http_port": http_port,
+            "metrics_port": metrics_port,
+            "base_url": f"http://127.0.0.1:{http_port}",
+        }
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -117,10 +123,19 @@ def server(ray_cluster, tiny_bundle, tmp_path_factory) -> dict:
     cfg = serve_config(tiny_bundle.dir, tmp_path_factory.mktemp("store"), prompts={"max_loaded": 2})
     serve.run(build_app(cfg), name="promptserve", route_prefix="/", blocking=False)
     secure = serve_config(
-        tiny_bundle.dir, tmp_path_factory.mktemp("store-secure"), auth={"api_keys": [API_KEY], "api_keys_env": None}
+        tiny_bundle.dir,
+        tmp_path_factory.mktemp("store-secure"),
+        auth={"api_keys": [API_KEY], "api_keys_env": None},
     )
     serve.run(build_app(secure), name="secure", route_prefix="/secure", blocking=False)
-    tight = serve_config(tiny_bundle.dir, tmp_path_factory.mktemp("store-tight"), limits={"max_inflight_images": 2})
+    tight = serve_config(
+        tiny_bundle.dir, tmp_path_factory.mktemp("store-tight"), limits={"max_inflight_images": 2}
+    )
     serve.run(build_app(tight), name="tight", route_prefix="/tight", blocking=False)
     base = ray_cluster["base_url"]
-    return {**ray_cluster, "config": cfg, "secure_url": base + "/secure", "tight_url": base + "/tight"}
+    return {
+        **ray_cluster,
+        "config": cfg,
+        "secure_url": base + "/secure",
+        "tight_url": base + "/tight",
+    }

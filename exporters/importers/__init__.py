@@ -15,7 +15,11 @@ def read_classnames(path: str | Path) -> list[str]:
     if text.lstrip().startswith("["):
         names = json.loads(text)
     else:
-        names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        names = [
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise ArtifactError(f"{path}: expected one class name per line (or a JSON list of strings)")
     return names

@@ -42,10 +42,14 @@ def import_coop(
     state = extract_state_dict(ckpt)
     key = next((k for k in CTX_KEYS if k in state), None)
     if key is None:
-        raise ArtifactError(f"{checkpoint} has no context vectors (looked for {CTX_KEYS}); keys: {sorted(state)[:10]}")
+        raise ArtifactError(
+            f"{checkpoint} has no context vectors (looked for {CTX_KEYS}); keys: {sorted(state)[:10]}"
+        )
     ctx = state[key].detach().cpu()
     if ctx.ndim not in (2, 3):
-        raise ArtifactError(f"`ctx` should be [n_ctx, D] or [n_cls, n_ctx, D]; got {tuple(ctx.shape)}")
+        raise ArtifactError(
+            f"`ctx` should be [n_ctx, D] or [n_cls, n_ctx, D]; got {tuple(ctx.shape)}"
+        )
     csc = ctx.ndim == 3
     if csc and ctx.shape[0] != len(classnames):
         raise ArtifactError(
@@ -63,7 +67,11 @@ def import_coop(
         method=method,
         backbone=backbone.id,
         classnames=list(classnames),
-        hparams={"n_ctx": int(ctx.shape[-2]), "csc": csc, "class_token_position": class_token_position},
+        hparams={
+            "n_ctx": int(ctx.shape[-2]),
+            "csc": csc,
+            "class_token_position": class_token_position,
+        },
         source=f"{Path(checkpoint).name} (epoch {epoch}, sha256 {file_sha256(checkpoint)[:16]})",
     )
     if ctx.dtype not in (torch.float16, torch.float32, torch.float64):

@@ -6,7 +6,9 @@ from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
 from promptserve.exporters.templates import resolve_templates
 
 
-def build_templates(classnames: list[str], *, backbone_id: str, templates: str | list[str] | None = "imagenet80") -> PromptArtifact:
+def build_templates(
+    classnames: list[str], *, backbone_id: str, templates: str | list[str] | None = "imagenet80"
+) -> PromptArtifact:
     """Example:
     >>> build_templates(["cat", "dog"], backbone_id="ViT-B-32:openai", templates="imagenet80")
     """

@@ -14,7 +14,9 @@ def get_method(name: str) -> type[PromptMethod]:
     try:
         return METHODS[name]
     except KeyError:
-        raise ArtifactError(f"unknown prompt method {name!r}; available: {sorted(METHODS)}") from None
+        raise ArtifactError(
+            f"unknown prompt method {name!r}; available: {sorted(METHODS)}"
+        ) from None
 
 
 __all__ = ["METHODS", "CoOpMethod", "PromptMethod", "TemplatesMethod", "get_method"]

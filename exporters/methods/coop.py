@@ -70,7 +70,9 @@ def build_prompts(
     for text, name in zip(texts, names, strict=True):
         # clip.tokenize (which CoOp uses) refuses over-long prompts instead of truncating them.
         if len(tower.tokenizer.encode(text)) + 2 > limit:
-            raise ArtifactError(f"class name {name!r} is too long: its CoOp prompt exceeds {limit} tokens")
+            raise ArtifactError(
+                f"class name {name!r} is too long: its CoOp prompt exceeds {limit} tokens"
+            )
     ids = tower.tokenizer(texts)
     emb = tower.embed_tokens(ids)
     if ctx.ndim == 2:

@@ -6,7 +6,9 @@ from pydantic import BaseModel, Field
 
 
 class ImageGeometry(BaseModel):
-    size: int = Field(description="Square model input size; images are resized (shortest side) and center-cropped to it.")
+    size: int = Field(
+        description="Square model input size; images are resized (shortest side) and center-cropped to it."
+    )
     interpolation: str = Field(description="Resize filter, e.g. bicubic.")
     mean: tuple[float, float, float]
     std: tuple[float, float, float]

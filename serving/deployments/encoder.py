@@ -8,6 +8,7 @@ one vision pass, then a per-call matmul against that call's class features.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +57,18 @@ class EncoderDeployment:
             text_cache_size=config.prompts.text_cache_size,
         )
         self._pending = 0
-        self.reconfigure({"max_batch_size": config.encoder.max_batch_size, "batch_wait_timeout_s": config.encoder.batch_wait_timeout_s})
+        self.reconfigure(
+            {
+                "max_batch_size": config.encoder.max_batch_size,
+                "batch_wait_timeout_s": config.encoder.batch_wait_timeout_s,
+            }
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch settings come from config and can change without a restart (Serve user_config)."""
-        self._embed_batch.set_max_batch_size(int(user_config.get("max_batch_size", self.config.encoder.max_batch_size)))
+        self._embed_batch.set_max_batch_size(
+            int(user_config.get("max_batch_size", self.config.encoder.max_batch_size))
+        )
         self._embed_batch.set_batch_wait_timeout_s(
             float(user_config.get("batch_wait_timeout_s", self.config.encoder.batch_wait_timeout_s))
         )
@@ -90,7 +98,7 @@ class EncoderDeployment:
         metrics().batch_size.observe(len(crops))
         embeds = await asyncio.to_thread(self._encode, crops)
         bounds = np.cumsum([0] + [len(c.crops) for c in calls])
-        return [(embeds[a:b], len(crops)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [(embeds[a:b], len(crops)) for a, b in itertools.pairwise(bounds)]
 
     def _encode(self, crops: np.ndarray) -> np.ndarray:
         pre = self.bundle.manifest.preprocess
@@ -101,12 +109,16 @@ class EncoderDeployment:
             return self.heads.label_head(call.labels, call.templates)
         return self.heads.prompt_head(call.prompt_id or "", call.content_id or "")
 
-    async def class_features(self, manifest: dict, tensors: bytes | None) -> tuple[np.ndarray, PromptArtifact]:
+    async def class_features(
+        self, manifest: dict, tensors: bytes | None
+    ) -> tuple[np.ndarray, PromptArtifact]:
         """Validate an artifact against this backbone and compute its class features (once, at
         registration)."""
         return await asyncio.to_thread(self._class_features, manifest, tensors)
 
-    def _class_features(self, manifest: dict, tensors: bytes | None) -> tuple[np.ndarray, PromptArtifact]:
+    def _class_features(
+        self, manifest: dict, tensors: bytes | None
+    ) -> tuple[np.ndarray, PromptArtifact]:
         try:
             artifact = PromptArtifact.from_parts(manifest, tensors)
             method = get_method(artifact.manifest.method)

@@ -56,8 +56,13 @@ T = TypeVar("T")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": why}
     for code, why in {
-        400: "Invalid input", 401: "Missing API key", 403: "Unknown API key", 404: "Unknown prompt",
-        409: "Artifact built for another backbone", 413: "Body too large", 503: "Overloaded; see Retry-After",
+        400: "Invalid input",
+        401: "Missing API key",
+        403: "Unknown API key",
+        404: "Unknown prompt",
+        409: "Artifact built for another backbone",
+        413: "Body too large",
+        503: "Overloaded; see Retry-After",
     }.items()
 }
 _CLASSIFY_BODY = {
@@ -69,7 +74,10 @@ _CLASSIFY_BODY = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "images": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        },
                         "prompt_id": {"type": "string"},
                         "labels": {"type": "array", "items": {"type": "string"}},
                         "top_k": {"type": "integer"},
@@ -122,7 +130,9 @@ class Gateway:
         if token not in self._keys:
             raise PermissionDenied("API key not accepted")
 
-    async def _observe(self, route: str, fn: Callable[[], Awaitable[T]], tags: dict[str, str] | None = None) -> T:
+    async def _observe(
+        self, route: str, fn: Callable[[], Awaitable[T]], tags: dict[str, str] | None = None
+    ) -> T:
         """Run a route body, mapping failures to ServeErrors and recording metrics. `tags` may
         be filled in by `fn` (e.g. the prompt_id once the body is parsed)."""
         tags = tags if tags is not None else {}
@@ -134,7 +144,10 @@ class Gateway:
             raise
         except BackPressureError:
             status = 503
-            raise Overloaded("the encoder queue is full; retry later", retry_after_s=self.config.limits.retry_after_s) from None
+            raise Overloaded(
+                "the encoder queue is full; retry later",
+                retry_after_s=self.config.limits.retry_after_s,
+            ) from None
         except Exception as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, ServeError):
@@ -145,7 +158,9 @@ class Gateway:
             raise ServeError(f"internal error: {type(exc).__name__}; see the server log") from None
         finally:
             m = metrics()
-            m.requests.inc(tags={"route": route, "prompt_id": tags.get("prompt_id", ""), "status": str(status)})
+            m.requests.inc(
+                tags={"route": route, "prompt_id": tags.get("prompt_id", ""), "status": str(status)}
+            )
             m.latency.observe(time.perf_counter() - started, tags={"route": route})
 
     def _check_backbone(self, backbone: str) -> None:
@@ -164,11 +179,15 @@ class Gateway:
     @api.get("/readyz", include_in_schema=False)
     async def readyz(self) -> Response:
         if not self._ready.is_set():
-            return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"status": "starting"}, status_code=503, headers={"Retry-After": "1"}
+            )
         try:
             await asyncio.wait_for(self.encoder.ready.remote(), timeout=5)
-        except Exception:  # noqa: BLE001 - any failure means not ready
-            return JSONResponse({"status": "encoder unavailable"}, status_code=503, headers={"Retry-After": "1"})
+        except Exception:
+            return JSONResponse(
+                {"status": "encoder unavailable"}, status_code=503, headers={"Retry-After": "1"}
+            )
         return JSONResponse({"status": "ready"})
 
     # -- models ------------------------------------------------------------------------------
@@ -180,14 +199,21 @@ class Gateway:
             backbone=m.backbone_id,
             embed_dim=m.embed_dim,
             engine=self.config.engine.name,
-            image=ImageGeometry(size=pre.size, interpolation=pre.interpolation, mean=pre.mean, std=pre.std),
+            image=ImageGeometry(
+                size=pre.size, interpolation=pre.interpolation, mean=pre.mean, std=pre.std
+            ),
             max_images_per_request=self.config.limits.max_images_per_request,
             max_body_bytes=self.config.limits.max_body_bytes,
             tasks=["classify"],
         )
 
     # -- classify ----------------------------------------------------------------------------
-    @api.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS, openapi_extra=_CLASSIFY_BODY)
+    @api.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        responses=_ERRORS,
+        openapi_extra=_CLASSIFY_BODY,
+    )
     async def classify(self, request: Request) -> JSONResponse:
         tags: dict[str, str] = {}
 
@@ -221,12 +247,19 @@ class Gateway:
                     raise InvalidInput(str(exc), param="templates") from None
                 head = {"labels": tuple(req.labels or ()), "templates": templates}
                 labels = list(req.labels or ())
-            crops = await asyncio.to_thread(decode_crops, blobs, self.bundle.manifest.preprocess, limits)
+            crops = await asyncio.to_thread(
+                decode_crops, blobs, self.bundle.manifest.preprocess, limits
+            )
             step = self.config.encoder.max_batch_size
             parts = await asyncio.gather(
                 *(
                     self.encoder.classify.remote(
-                        ClassifyCall(crops=crops[i : i + step], top_k=req.top_k, return_logits=req.return_logits, **head)
+                        ClassifyCall(
+                            crops=crops[i : i + step],
+                            top_k=req.top_k,
+                            return_logits=req.return_logits,
+                            **head,
+                        )
                     )
                     for i in range(0, n, step)
                 )
@@ -237,7 +270,12 @@ class Gateway:
         for i, r in enumerate(results):
             r["index"] = i
         metrics().images.inc(n)
-        body = ClassifyResponse(prompt_id=req.prompt_id, backbone=self.bundle.backbone_id, labels=labels, results=results)
+        body = ClassifyResponse(
+            prompt_id=req.prompt_id,
+            backbone=self.bundle.backbone_id,
+            labels=labels,
+            results=results,
+        )
         # How full the vision batches were: cheap to send, and the first thing to look at when tuning.
         headers = {"x-promptserve-batch-images": ",".join(str(p["batch_images"]) for p in parts)}
         return JSONResponse(body.model_dump(mode="json"), headers=headers)
@@ -276,7 +314,11 @@ class Gateway:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RegisterPromptRequest"}}},
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/RegisterPromptRequest"}
+                    }
+                },
             }
         },
     )
@@ -286,8 +328,10 @@ class Gateway:
             body = await read_body(request, self.config.limits)
             try:
                 req = RegisterPromptRequest.model_validate_json(body)
-            except Exception as exc:  # noqa: BLE001 - pydantic's message is the actionable part
-                raise InvalidInput(f"invalid registration body: {str(exc).splitlines()[:3]}") from None
+            except Exception as exc:
+                raise InvalidInput(
+                    f"invalid registration body: {str(exc).splitlines()[:3]}"
+                ) from None
             try:
                 tensors = base64.b64decode(req.tensors, validate=True) if req.tensors else None
             except (binascii.Error, ValueError):
@@ -297,12 +341,16 @@ class Gateway:
 
         return await self._observe("prompts.register", run)
 
-    async def _register(self, manifest: dict, tensors: bytes | None, prompt_id: str | None) -> PromptInfo:
+    async def _register(
+        self, manifest: dict, tensors: bytes | None, prompt_id: str | None
+    ) -> PromptInfo:
         backbone = manifest.get("backbone") if isinstance(manifest, dict) else None
         if isinstance(backbone, str):
             self._check_backbone(backbone)
         features, artifact = await self.encoder.class_features.remote(manifest, tensors)
-        prompt_id = check_prompt_id(prompt_id or f"{artifact.manifest.method}-{artifact.content_id[:12]}")
+        prompt_id = check_prompt_id(
+            prompt_id or f"{artifact.manifest.method}-{artifact.content_id[:12]}"
+        )
         return await asyncio.to_thread(self.store.put, prompt_id, artifact, features)
 
     async def _preload(self) -> None:
@@ -310,8 +358,12 @@ class Gateway:
         try:
             for url in self.config.prompts.preload:
                 fs, root = fsspec.core.url_to_fs(url)
-                dirs = [root] if fs.exists(f"{root}/{MANIFEST_FILE}") else sorted(
-                    d for d in fs.ls(root, detail=False) if fs.exists(f"{d}/{MANIFEST_FILE}")
+                dirs = (
+                    [root]
+                    if fs.exists(f"{root}/{MANIFEST_FILE}")
+                    else sorted(
+                        d for d in fs.ls(root, detail=False) if fs.exists(f"{d}/{MANIFEST_FILE}")
+                    )
                 )
                 for d in dirs:
                     await self._preload_one(fs, d)
@@ -323,7 +375,11 @@ class Gateway:
     async def _preload_one(self, fs, directory: str) -> None:
         name = directory.rstrip("/").rsplit("/", 1)[-1]
         manifest = fs.cat(f"{directory}/{MANIFEST_FILE}").decode()
-        tensors = fs.cat(f"{directory}/{TENSORS_FILE}") if fs.exists(f"{directory}/{TENSORS_FILE}") else None
+        tensors = (
+            fs.cat(f"{directory}/{TENSORS_FILE}")
+            if fs.exists(f"{directory}/{TENSORS_FILE}")
+            else None
+        )
 
         try:
             info = await self._register(json.loads(manifest), tensors, name)

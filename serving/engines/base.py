@@ -20,10 +20,12 @@ class EngineOptions(BaseModel):
 
     threads: int | None = Field(None, description="Intra-op threads; None = the runtime's default.")
     providers: list[str] | None = Field(
-        None, description="ONNX Runtime execution providers in priority order; None = best available."
+        None,
+        description="ONNX Runtime execution providers in priority order; None = best available.",
     )
     allow_spinning: bool = Field(
-        False, description="Let ONNX Runtime threads spin between ops (faster alone, worse when sharing CPUs)."
+        False,
+        description="Let ONNX Runtime threads spin between ops (faster alone, worse when sharing CPUs).",
     )
     text_chunk_size: int = Field(256, ge=1, description="Sequences per text-graph call.")
 

@@ -23,12 +23,16 @@ class OnnxRuntimeEngine(Engine):
         wanted = self.options.providers or [p for p in PREFERRED_PROVIDERS if p in available]
         missing = [p for p in wanted if p not in available]
         if missing:
-            raise ValueError(f"execution providers {missing} are not available; this onnxruntime has {sorted(available)}")
+            raise ValueError(
+                f"execution providers {missing} are not available; this onnxruntime has {sorted(available)}"
+            )
         so = ort.SessionOptions()
         if self.options.threads:
             so.intra_op_num_threads = self.options.threads
         so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options.allow_spinning else "0")
+        so.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if self.options.allow_spinning else "0"
+        )
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = wanted
         self._vision = ort.InferenceSession(str(bundle.graph_path("vision")), so, providers=wanted)
@@ -38,4 +42,6 @@ class OnnxRuntimeEngine(Engine):
         return self._vision.run(None, {"pixel_values": pixel_values})[0]
 
     def encode_text(self, token_embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
-        return self._text.run(None, {"token_embeddings": token_embeddings, "eot_index": eot_index})[0]
+        return self._text.run(None, {"token_embeddings": token_embeddings, "eot_index": eot_index})[
+            0
+        ]

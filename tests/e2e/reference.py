@@ -15,7 +15,11 @@ def image_features(model, blobs: list[bytes]) -> torch.Tensor:
     """open_clip's eval transform + encode_image(normalize=True)."""
     cfg = model.visual.preprocess_cfg
     transform = open_clip.image_transform(
-        model.visual.image_size, is_train=False, mean=cfg["mean"], std=cfg["std"], interpolation=cfg["interpolation"]
+        model.visual.image_size,
+        is_train=False,
+        mean=cfg["mean"],
+        std=cfg["std"],
+        interpolation=cfg["interpolation"],
     )
     x = torch.stack([transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
     with torch.no_grad():
@@ -27,7 +31,9 @@ def template_classifier(model, classnames: list[str], templates: list[str]) -> t
     rows = []
     with torch.no_grad():
         for name in classnames:
-            emb = model.encode_text(open_clip.tokenize([t.format(name) for t in templates]), normalize=True)
+            emb = model.encode_text(
+                open_clip.tokenize([t.format(name) for t in templates]), normalize=True
+            )
             rows.append(torch.nn.functional.normalize(emb.mean(dim=0), dim=-1))
     return torch.stack(rows)
 

@@ -10,12 +10,12 @@ import json
 import httpx
 import numpy as np
 import pytest
+from conftest import API_KEY
 
 from promptserve import AuthError, BackboneMismatch, Client, InvalidInput, PromptNotFound
 from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
 from promptserve.exporters.importers.templates import build_templates
 from promptserve.serving.store import PromptStore
-from conftest import API_KEY
 
 
 def b64(data: bytes) -> str:
@@ -32,7 +32,9 @@ def http(server):
 def good_prompt(server, tiny_spec, tmp_path_factory):
     art = build_templates(["cat", "dog"], backbone_id=tiny_spec.id, templates=["a photo of a {}."])
     with Client(server["base_url"]) as c:
-        return c.register_prompt(art.save(tmp_path_factory.mktemp("bad") / "ok"), prompt_id="bad-input-ok")
+        return c.register_prompt(
+            art.save(tmp_path_factory.mktemp("bad") / "ok"), prompt_id="bad-input-ok"
+        )
 
 
 def _error(resp: httpx.Response, status: int, type_: str) -> dict:
@@ -43,7 +45,11 @@ def _error(resp: httpx.Response, status: int, type_: str) -> dict:
 
 
 CASES = {
-    "undecodable image": ({"images": [b64(b"definitely not an image")], "labels": ["a", "b"]}, 400, "not a decodable image"),
+    "undecodable image": (
+        {"images": [b64(b"definitely not an image")], "labels": ["a", "b"]},
+        400,
+        "not a decodable image",
+    ),
     "bad base64": ({"images": ["***"], "labels": ["a"]}, 400, "base64"),
     "images not a list": ({"images": "abc", "labels": ["a"]}, 400, "images"),
     "wrong label type": ({"images": ["AAAA"], "labels": "cat"}, 400, "labels"),
@@ -53,8 +59,16 @@ CASES = {
     "top_k zero": ({"images": ["AAAA"], "labels": ["a"], "top_k": 0}, 400, "top_k"),
     "unknown field": ({"images": ["AAAA"], "labels": ["a"], "colour": 1}, 400, "colour"),
     "empty label": ({"images": ["AAAA"], "labels": ["a", " "]}, 400, "non-empty"),
-    "too many labels": ({"images": ["AAAA"], "labels": [f"l{i}" for i in range(51)]}, 400, "limit of 50"),
-    "bad template": ({"images": ["AAAA"], "labels": ["a"], "templates": ["no placeholder"]}, 400, "placeholder"),
+    "too many labels": (
+        {"images": ["AAAA"], "labels": [f"l{i}" for i in range(51)]},
+        400,
+        "limit of 50",
+    ),
+    "bad template": (
+        {"images": ["AAAA"], "labels": ["a"], "templates": ["no placeholder"]},
+        400,
+        "placeholder",
+    ),
     "invalid prompt id": ({"images": ["AAAA"], "prompt_id": "../../etc"}, 400, "invalid prompt_id"),
 }
 
@@ -69,28 +83,54 @@ def test_bad_classify_bodies(http, images, name):
 
 
 def test_malformed_json_and_wrong_content_type(http):
-    _error(http.post("/v1/classify", content=b"{not json", headers={"content-type": "application/json"}), 400, "invalid_input")
-    err = _error(http.post("/v1/classify", content=b"x", headers={"content-type": "text/plain"}), 400, "invalid_input")
+    _error(
+        http.post(
+            "/v1/classify", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        400,
+        "invalid_input",
+    )
+    err = _error(
+        http.post("/v1/classify", content=b"x", headers={"content-type": "text/plain"}),
+        400,
+        "invalid_input",
+    )
     assert "application/json" in err["message"]
 
 
 def test_too_many_images(http, images):
-    err = _error(http.post("/v1/classify", json={"images": [b64(images[0])] * 13, "labels": ["a"]}), 400, "invalid_input")
+    err = _error(
+        http.post("/v1/classify", json={"images": [b64(images[0])] * 13, "labels": ["a"]}),
+        400,
+        "invalid_input",
+    )
     assert "13 images" in err["message"] and "limit of 12" in err["message"]
 
 
 def test_oversized_body_is_413(http):
     body = json.dumps({"images": ["A" * (5 << 20)], "labels": ["a"]})
-    _error(http.post("/v1/classify", content=body, headers={"content-type": "application/json"}), 413, "payload_too_large")
+    _error(
+        http.post("/v1/classify", content=body, headers={"content-type": "application/json"}),
+        413,
+        "payload_too_large",
+    )
 
 
 def test_non_image_multipart_upload(http):
-    resp = http.post("/v1/classify", files=[("images", ("a.txt", b"hello", "text/plain"))], data={"labels": ["a", "b"]})
+    resp = http.post(
+        "/v1/classify",
+        files=[("images", ("a.txt", b"hello", "text/plain"))],
+        data={"labels": ["a", "b"]},
+    )
     assert "images[0]" in _error(resp, 400, "invalid_input")["param"]
 
 
 def test_unknown_prompt_is_404(http, images):
-    err = _error(http.post("/v1/classify", json={"images": [b64(images[0])], "prompt_id": "nope"}), 404, "prompt_not_found")
+    err = _error(
+        http.post("/v1/classify", json={"images": [b64(images[0])], "prompt_id": "nope"}),
+        404,
+        "prompt_not_found",
+    )
     assert "GET /v1/prompts" in err["message"]
     _error(http.get("/v1/prompts/nope"), 404, "prompt_not_found")
     _error(http.delete("/v1/prompts/nope"), 404, "prompt_not_found")
@@ -101,8 +141,14 @@ def test_artifact_for_another_backbone(server, http, images, tiny_spec, tmp_path
     with Client(server["base_url"]) as c, pytest.raises(BackboneMismatch, match="ViT-B-32:openai"):
         c.register_prompt(art.save(tmp_path / "other"))
     # One that reached the store by another route (e.g. copied in) is refused at classify time.
-    PromptStore(str(server["config"].prompts.store)).put("foreign", art, np.zeros((2, 64), np.float32))
-    err = _error(http.post("/v1/classify", json={"images": [b64(images[0])], "prompt_id": "foreign"}), 409, "backbone_mismatch")
+    PromptStore(str(server["config"].prompts.store)).put(
+        "foreign", art, np.zeros((2, 64), np.float32)
+    )
+    err = _error(
+        http.post("/v1/classify", json={"images": [b64(images[0])], "prompt_id": "foreign"}),
+        409,
+        "backbone_mismatch",
+    )
     assert tiny_spec.id in err["message"]
 
 
@@ -149,9 +195,13 @@ def test_auth(server, images):
     body = {"images": [b64(images[0])], "labels": ["a", "b"]}
     missing = httpx.post(f"{url}/v1/classify", json=body, timeout=60)
     assert _error(missing, 401, "authentication_error")["message"].startswith("missing API key")
-    wrong = httpx.post(f"{url}/v1/classify", json=body, headers={"Authorization": "Bearer nope"}, timeout=60)
+    wrong = httpx.post(
+        f"{url}/v1/classify", json=body, headers={"Authorization": "Bearer nope"}, timeout=60
+    )
     _error(wrong, 403, "permission_denied")
-    right = httpx.post(f"{url}/v1/classify", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+    right = httpx.post(
+        f"{url}/v1/classify", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+    )
     assert right.status_code == 200
     assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200  # probes need no key
     with Client(url, api_key="nope") as c, pytest.raises(AuthError):

@@ -27,14 +27,20 @@ def client(server):
 @pytest.fixture(scope="module")
 def templates_prompt(client, tiny_spec, tmp_path_factory):
     art = build_templates(CLASSES, backbone_id=tiny_spec.id, templates="imagenet80")
-    info = client.register_prompt(art.save(tmp_path_factory.mktemp("art") / "t"), prompt_id="e2e-templates")
+    info = client.register_prompt(
+        art.save(tmp_path_factory.mktemp("art") / "t"), prompt_id="e2e-templates"
+    )
     return info
 
 
 def test_templates_prompt_logits_equal_direct_torch(client, templates_prompt, tiny_model, images):
-    out = client.classify(images, prompt_id="e2e-templates", top_k=len(CLASSES), return_logits=True, downscale=False)
+    out = client.classify(
+        images, prompt_id="e2e-templates", top_k=len(CLASSES), return_logits=True, downscale=False
+    )
     got = np.array([r.logits for r in out.results])
-    want = reference.logits(tiny_model, images, reference.template_classifier(tiny_model, CLASSES, list(IMAGENET_80)))
+    want = reference.logits(
+        tiny_model, images, reference.template_classifier(tiny_model, CLASSES, list(IMAGENET_80))
+    )
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     assert out.labels == CLASSES and [r.index for r in out.results] == list(range(len(images)))
     for r, row in zip(out.results, want, strict=True):
@@ -43,24 +49,42 @@ def test_templates_prompt_logits_equal_direct_torch(client, templates_prompt, ti
 
 
 def test_free_labels_equal_direct_torch(client, tiny_model, images):
-    labels, templates = ["a red apple", "a bicycle", "the night sky"], ["a photo of {}.", "art of {}."]
-    out = client.classify(images[:3], labels=labels, templates=templates, return_logits=True, downscale=False)
-    want = reference.logits(tiny_model, images[:3], reference.template_classifier(tiny_model, labels, templates))
+    labels, templates = (
+        ["a red apple", "a bicycle", "the night sky"],
+        ["a photo of {}.", "art of {}."],
+    )
+    out = client.classify(
+        images[:3], labels=labels, templates=templates, return_logits=True, downscale=False
+    )
+    want = reference.logits(
+        tiny_model, images[:3], reference.template_classifier(tiny_model, labels, templates)
+    )
     np.testing.assert_allclose(np.array([r.logits for r in out.results]), want, atol=1e-4, rtol=0)
 
 
 def test_raw_http_json_and_multipart_agree_with_sdk(server, client, templates_prompt, images):
-    sdk = client.classify(images[:2], prompt_id="e2e-templates", return_logits=True, downscale=False)
-    body = {"images": [base64.b64encode(b).decode() for b in images[:2]], "prompt_id": "e2e-templates", "return_logits": True}
+    sdk = client.classify(
+        images[:2], prompt_id="e2e-templates", return_logits=True, downscale=False
+    )
+    body = {
+        "images": [base64.b64encode(b).decode() for b in images[:2]],
+        "prompt_id": "e2e-templates",
+        "return_logits": True,
+    }
     as_json = httpx.post(f"{server['base_url']}/v1/classify", json=body, timeout=60)
     files = [("images", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(images[:2])]
     as_form = httpx.post(
-        f"{server['base_url']}/v1/classify", files=files, data={"prompt_id": "e2e-templates", "return_logits": "true"}, timeout=60
+        f"{server['base_url']}/v1/classify",
+        files=files,
+        data={"prompt_id": "e2e-templates", "return_logits": "true"},
+        timeout=60,
     )
     assert as_json.status_code == as_form.status_code == 200
     for resp in (as_json, as_form):
         np.testing.assert_allclose(
-            [r["logits"] for r in resp.json()["results"]], [r.logits for r in sdk.results], atol=1e-5
+            [r["logits"] for r in resp.json()["results"]],
+            [r.logits for r in sdk.results],
+            atol=1e-5,
         )
 
 
@@ -80,10 +104,19 @@ def test_client_side_downscale_sends_fewer_bytes_same_answer(client, templates_p
 
 def test_chunked_concurrent_list_equals_one_request(client, templates_prompt, images):
     many = images * 3  # 18 images, chunks of 4 sent 3 at a time
-    chunked = client.classify(many, prompt_id="e2e-templates", return_logits=True, chunk_size=4, concurrency=3, progress=True)
+    chunked = client.classify(
+        many,
+        prompt_id="e2e-templates",
+        return_logits=True,
+        chunk_size=4,
+        concurrency=3,
+        progress=True,
+    )
     whole = client.classify(many[:12], prompt_id="e2e-templates", return_logits=True)
     assert [r.index for r in chunked.results] == list(range(18))
-    np.testing.assert_allclose([r.logits for r in chunked.results[:12]], [r.logits for r in whole.results], atol=1e-5)
+    np.testing.assert_allclose(
+        [r.logits for r in chunked.results[:12]], [r.logits for r in whole.results], atol=1e-5
+    )
     np.testing.assert_allclose(chunked.results[0].logits, chunked.results[6].logits, atol=1e-5)
 
 
@@ -97,7 +130,9 @@ def test_async_client_matches_sync(server, client, templates_prompt, images):
             return got
 
     got = asyncio.run(run())
-    np.testing.assert_allclose([r.logits for r in got.results], [r.logits for r in sync.results], atol=1e-5)
+    np.testing.assert_allclose(
+        [r.logits for r in got.results], [r.logits for r in sync.results], atol=1e-5
+    )
 
 
 def test_register_list_get_delete(client, tiny_spec, images, tmp_path):

@@ -12,15 +12,21 @@ import time
 
 import pytest
 import torch
+from conftest import _free_port
 
 from promptserve.cli import build_parser
-from conftest import _free_port
 
 CLI = [sys.executable, "-m", "promptserve.cli"]
 
 
 def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _all_commands(parser, prefix=()):
@@ -33,7 +39,9 @@ def _all_commands(parser, prefix=()):
 
 def test_help_on_every_command():
     commands = list(_all_commands(build_parser()))
-    assert ("import", "coop") in commands and ("prompts", "rm") in commands and ("serve",) in commands
+    assert (
+        ("import", "coop") in commands and ("prompts", "rm") in commands and ("serve",) in commands
+    )
     for cmd in [(), *commands]:
         out = run(*cmd, "--help", timeout=60)
         assert out.returncode == 0 and "usage: promptserve" in out.stdout, (cmd, out.stderr)
@@ -43,25 +51,70 @@ def test_import_coop_and_templates(tmp_path, tiny_spec):
     ckpt = tmp_path / "prompt_learner" / "model.pth.tar-50"
     ckpt.parent.mkdir()
     ctx = torch.randn(4, 64, dtype=torch.float16)
-    torch.save({"state_dict": {"ctx": ctx, "token_prefix": torch.zeros(3, 1, 64)}, "epoch": 50, "optimizer": {}}, ckpt)
+    torch.save(
+        {
+            "state_dict": {"ctx": ctx, "token_prefix": torch.zeros(3, 1, 64)},
+            "epoch": 50,
+            "optimizer": {},
+        },
+        ckpt,
+    )
     (tmp_path / "classes.txt").write_text("cat\ngolden_retriever\n# comment\nsea anemone\n")
     spec = f"{tiny_spec.arch}@{tiny_spec.weights}"
-    out = run("import", "coop", str(ckpt), "--classnames", str(tmp_path / "classes.txt"), "--backbone", spec,
-              "--class-token-position", "middle", "-o", str(tmp_path / "coop"))
+    out = run(
+        "import",
+        "coop",
+        str(ckpt),
+        "--classnames",
+        str(tmp_path / "classes.txt"),
+        "--backbone",
+        spec,
+        "--class-token-position",
+        "middle",
+        "-o",
+        str(tmp_path / "coop"),
+    )
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "coop" / "manifest.json").read_text())
-    assert manifest["method"] == "coop" and manifest["classnames"] == ["cat", "golden_retriever", "sea anemone"]
+    assert manifest["method"] == "coop" and manifest["classnames"] == [
+        "cat",
+        "golden_retriever",
+        "sea anemone",
+    ]
     assert manifest["hparams"] == {"n_ctx": 4, "csc": False, "class_token_position": "middle"}
     assert manifest["backbone"] == tiny_spec.id and "epoch 50" in manifest["source"]
-    out = run("import", "templates", "--classnames", str(tmp_path / "classes.txt"), "--backbone", spec, "-o", str(tmp_path / "t"))
-    assert out.returncode == 0 and len(json.loads((tmp_path / "t" / "manifest.json").read_text())["templates"]) == 80
-    bad = run("import", "coop", str(tmp_path / "classes.txt"), "--classnames", str(tmp_path / "classes.txt"),
-              "--backbone", spec, "-o", str(tmp_path / "x"))
+    out = run(
+        "import",
+        "templates",
+        "--classnames",
+        str(tmp_path / "classes.txt"),
+        "--backbone",
+        spec,
+        "-o",
+        str(tmp_path / "t"),
+    )
+    assert (
+        out.returncode == 0
+        and len(json.loads((tmp_path / "t" / "manifest.json").read_text())["templates"]) == 80
+    )
+    bad = run(
+        "import",
+        "coop",
+        str(tmp_path / "classes.txt"),
+        "--classnames",
+        str(tmp_path / "classes.txt"),
+        "--backbone",
+        spec,
+        "-o",
+        str(tmp_path / "x"),
+    )
     assert bad.returncode == 2 and "error" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_export_custom_config(tmp_path, tiny_spec):
-    out = run("export", "--backbone", f"{tiny_spec.arch}@{tiny_spec.weights}", "-o", str(tmp_path / "b"))
+    out = run(
+        "export", "--backbone", f"{tiny_spec.arch}@{tiny_spec.weights}", "-o", str(tmp_path / "b")
+    )
     assert out.returncode == 0, out.stderr
     assert "vision graph: max|onnx-torch|=" in out.stdout
     assert json.loads((tmp_path / "b" / "bundle.json").read_text())["backbone_id"] == tiny_spec.id
@@ -70,9 +123,14 @@ def test_export_custom_config(tmp_path, tiny_spec):
 def test_prompts_commands_against_a_server(server, tiny_spec, tmp_path):
     from promptserve.exporters.importers.templates import build_templates
 
-    build_templates(["a", "b"], backbone_id=tiny_spec.id, templates=["a {}."]).save(tmp_path / "art")
+    build_templates(["a", "b"], backbone_id=tiny_spec.id, templates=["a {}."]).save(
+        tmp_path / "art"
+    )
     url = ["--url", server["base_url"]]
-    assert "registered cli-prompt" in run("prompts", "add", str(tmp_path / "art"), "--prompt-id", "cli-prompt", *url).stdout
+    assert (
+        "registered cli-prompt"
+        in run("prompts", "add", str(tmp_path / "art"), "--prompt-id", "cli-prompt", *url).stdout
+    )
     assert "cli-prompt" in run("prompts", "list", *url).stdout
     assert run("prompts", "rm", "cli-prompt", *url).returncode == 0
     gone = run("prompts", "rm", "cli-prompt", *url)
@@ -80,8 +138,16 @@ def test_prompts_commands_against_a_server(server, tiny_spec, tmp_path):
 
 
 def test_demo_once_exits_zero(tmp_path):
-    out = run("demo", "--once", "--port", str(_free_port()), "--workdir", str(tmp_path),
-              env={"PROMPTSERVE_CACHE": str(tmp_path / "cache")}, timeout=600)
+    out = run(
+        "demo",
+        "--once",
+        "--port",
+        str(_free_port()),
+        "--workdir",
+        str(tmp_path),
+        env={"PROMPTSERVE_CACHE": str(tmp_path / "cache")},
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert "prompt demo-coop:" in out.stdout and "RANDOM weights" in out.stdout
 
@@ -91,7 +157,12 @@ def test_serve_stops_cleanly_on_ctrl_c(tiny_bundle, tmp_path):
     (tmp_path / "app.yaml").write_text(
         f"bundle: {tiny_bundle.dir}\nhttp: {{port: {port}}}\nprompts: {{store: {tmp_path / 'store'}}}\nlog_level: WARNING\n"
     )
-    proc = subprocess.Popen([*CLI, "serve", str(tmp_path / "app.yaml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "serve", str(tmp_path / "app.yaml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         lines = []

@@ -15,7 +15,11 @@ from promptserve._images import crop_uint8, decode_image
 from promptserve.exporters.importers.templates import build_templates
 from promptserve.serving.deployments.encoder import ClassifyCall
 
-PROMPTS = {"animals": ["cat", "dog", "cow"], "vehicles": ["car", "bus"], "food": ["pizza", "soup", "rice", "bread"]}
+PROMPTS = {
+    "animals": ["cat", "dog", "cow"],
+    "vehicles": ["car", "bus"],
+    "food": ["pizza", "soup", "rice", "bread"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +27,31 @@ def prompts(server, tiny_spec, tmp_path_factory):
     out = {}
     with Client(server["base_url"]) as c:
         for name, classes in PROMPTS.items():
-            art = build_templates(classes, backbone_id=tiny_spec.id, templates=["a photo of a {}.", "a {}."])
-            out[name] = c.register_prompt(art.save(tmp_path_factory.mktemp("mixed") / name), prompt_id=f"mixed-{name}")
+            art = build_templates(
+                classes, backbone_id=tiny_spec.id, templates=["a photo of a {}.", "a {}."]
+            )
+            out[name] = c.register_prompt(
+                art.save(tmp_path_factory.mktemp("mixed") / name), prompt_id=f"mixed-{name}"
+            )
     return out
 
 
 def _call(crops, info=None, labels=None) -> ClassifyCall:
     if info is not None:
-        return ClassifyCall(crops=crops, prompt_id=info.prompt_id, content_id=info.content_id, top_k=10, return_logits=True)
-    return ClassifyCall(crops=crops, labels=tuple(labels), templates=("a photo of a {}.",), top_k=10, return_logits=True)
+        return ClassifyCall(
+            crops=crops,
+            prompt_id=info.prompt_id,
+            content_id=info.content_id,
+            top_k=10,
+            return_logits=True,
+        )
+    return ClassifyCall(
+        crops=crops,
+        labels=tuple(labels),
+        templates=("a photo of a {}.",),
+        top_k=10,
+        return_logits=True,
+    )
 
 
 def test_mixed_prompt_batch_equals_separate_calls(server, prompts, images, tiny_bundle):
@@ -52,13 +72,17 @@ def test_mixed_prompt_batch_equals_separate_calls(server, prompts, images, tiny_
         mixed = [r.result() for r in [encoder.classify.remote(c) for c in calls]]
         if all(m["batch_images"] == total for m in mixed):
             break
-    assert [m["batch_images"] for m in mixed] == [total] * len(calls), "calls never shared a vision batch"
+    assert [m["batch_images"] for m in mixed] == [total] * len(calls), (
+        "calls never shared a vision batch"
+    )
     separate = [encoder.classify.remote(c).result() for c in calls]
     assert [s["batch_images"] for s in separate] == [len(c.crops) for c in calls]
     for got, want in zip(mixed, separate, strict=True):
         got, want = got["results"], want["results"]
         assert [r["top"][0]["label"] for r in got] == [r["top"][0]["label"] for r in want]
-        np.testing.assert_allclose([r["logits"] for r in got], [r["logits"] for r in want], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            [r["logits"] for r in got], [r["logits"] for r in want], atol=1e-5, rtol=0
+        )
     assert {len(r["logits"]) for m in mixed for r in m["results"]} == {2, 3, 4}
 
 
@@ -67,7 +91,10 @@ def test_large_request_is_split_into_batches(server, prompts, images):
 
     import httpx
 
-    body = {"images": [base64.b64encode(images[i % 6]).decode() for i in range(12)], "prompt_id": "mixed-food"}
+    body = {
+        "images": [base64.b64encode(images[i % 6]).decode() for i in range(12)],
+        "prompt_id": "mixed-food",
+    }
     resp = httpx.post(f"{server['base_url']}/v1/classify", json=body, timeout=60)
     assert resp.status_code == 200
     sizes = [int(n) for n in resp.headers["x-promptserve-batch-images"].split(",")]

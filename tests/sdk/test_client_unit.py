@@ -10,9 +10,10 @@ import time
 
 import httpx
 import numpy as np
-import promptserve
 import pytest
 from PIL import Image
+
+import promptserve
 from promptserve import _base
 from promptserve._base import _merge, _retry_delay, _should_retry, _split
 from promptserve._client import _classify_plan, _encode_images, _register_body

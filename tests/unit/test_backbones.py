@@ -14,8 +14,12 @@ from promptserve.exporters.seeded import DEMO_ARCH, seeded_backbone
 
 
 def test_parse_forms():
-    assert BackboneSpec.parse("ViT-B-32:laion2b_s34b_b79k") == BackboneSpec(model="ViT-B-32", pretrained="laion2b_s34b_b79k")
-    assert BackboneSpec.parse("ViT-B-16@/m/w.pt") == BackboneSpec(model="ViT-B-16", weights="/m/w.pt")
+    assert BackboneSpec.parse("ViT-B-32:laion2b_s34b_b79k") == BackboneSpec(
+        model="ViT-B-32", pretrained="laion2b_s34b_b79k"
+    )
+    assert BackboneSpec.parse("ViT-B-16@/m/w.pt") == BackboneSpec(
+        model="ViT-B-16", weights="/m/w.pt"
+    )
     assert BackboneSpec.parse("/c/my-vit.json@/m/w.safetensors").arch == "my-vit"
     assert BackboneSpec.parse("ViT-B-32:openai").id == "ViT-B-32:openai"
     with pytest.raises(BackboneError, match="NAME:TAG"):
@@ -52,7 +56,11 @@ def test_openai_format_state_dict_loads(tmp_path, tiny_spec, tiny_model):
     # OpenAI CLIP state dicts use open_clip's parameter names plus three non-parameter entries,
     # and are stored in fp16.
     sd = {k: v.half() for k, v in tiny_model.state_dict().items()}
-    sd.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    sd.update(
+        input_resolution=torch.tensor(224),
+        context_length=torch.tensor(77),
+        vocab_size=torch.tensor(49408),
+    )
     torch.save(sd, tmp_path / "openai.pt")
     model = BackboneSpec(model=DEMO_ARCH, weights=str(tmp_path / "openai.pt")).load()
     rounded = tiny_spec.load()
@@ -65,7 +73,9 @@ def test_openai_format_state_dict_loads(tmp_path, tiny_spec, tiny_model):
 def test_wrapped_and_dataparallel_checkpoints_load(tmp_path, tiny_model):
     sd = {f"module.{k}": v for k, v in tiny_model.state_dict().items()}
     torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "ckpt.pt")
-    assert _same_outputs(BackboneSpec(model=DEMO_ARCH, weights=str(tmp_path / "ckpt.pt")).load(), tiny_model)
+    assert _same_outputs(
+        BackboneSpec(model=DEMO_ARCH, weights=str(tmp_path / "ckpt.pt")).load(), tiny_model
+    )
 
 
 def test_custom_model_config_json(tmp_path):

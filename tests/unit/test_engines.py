@@ -26,9 +26,13 @@ def test_engines_agree(tiny_bundle):
     for batch in (1, 5):
         x = rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)
         np.testing.assert_allclose(ort.encode_image(x), pt.encode_image(x), atol=1e-4)
-    ids = tiny_bundle.tokenizer(["a photo of a dog.", "X X X X a cat.", "a longer sentence about the sea."])
+    ids = tiny_bundle.tokenizer(
+        ["a photo of a dog.", "X X X X a cat.", "a longer sentence about the sea."]
+    )
     emb = tiny_bundle.token_embedding[ids]
-    np.testing.assert_allclose(ort.encode_text(emb, ids.argmax(-1)), pt.encode_text(emb, ids.argmax(-1)), atol=1e-4)
+    np.testing.assert_allclose(
+        ort.encode_text(emb, ids.argmax(-1)), pt.encode_text(emb, ids.argmax(-1)), atol=1e-4
+    )
 
 
 def test_export_fails_loudly_above_tolerance(tiny_spec, tmp_path):
@@ -45,4 +49,6 @@ def test_unknown_engine_and_provider():
 
 def test_missing_execution_provider_is_explained(tiny_bundle):
     with pytest.raises(ValueError, match="not available"):
-        create_engine("onnxruntime", tiny_bundle, EngineOptions(providers=["TensorrtExecutionProvider"]))
+        create_engine(
+            "onnxruntime", tiny_bundle, EngineOptions(providers=["TensorrtExecutionProvider"])
+        )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,5 +25,7 @@ def test_importing_the_sdk_pulls_in_no_heavy_dependency():
     import sys
 
     code = "import promptserve, sys; print([m for m in ('torch','ray','onnxruntime','fastapi','open_clip') if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"

@@ -9,18 +9,30 @@ import open_clip
 import pytest
 from PIL import Image
 
-from promptserve._images import ImageDecodeError, crop_uint8, decode_image, image_to_bytes, normalize
+from promptserve._images import (
+    ImageDecodeError,
+    crop_uint8,
+    decode_image,
+    image_to_bytes,
+    normalize,
+)
 
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
 
 
-@pytest.mark.parametrize("size", [(320, 240), (240, 320), (224, 224), (100, 60), (225, 1000), (513, 511)])
+@pytest.mark.parametrize(
+    "size", [(320, 240), (240, 320), (224, 224), (100, 60), (225, 1000), (513, 511)]
+)
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
 def test_matches_open_clip_transform(size, interpolation):
     rng = np.random.default_rng(sum(size))
     img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
-    ref = open_clip.image_transform(224, is_train=False, mean=MEAN, std=STD, interpolation=interpolation)(img)
-    got = normalize(crop_uint8(img, size=224, interpolation=interpolation)[None], mean=MEAN, std=STD)[0]
+    ref = open_clip.image_transform(
+        224, is_train=False, mean=MEAN, std=STD, interpolation=interpolation
+    )(img)
+    got = normalize(
+        crop_uint8(img, size=224, interpolation=interpolation)[None], mean=MEAN, std=STD
+    )[0]
     np.testing.assert_allclose(got, ref.numpy(), atol=1e-6)
 
 

@@ -30,7 +30,9 @@ def test_store_roundtrip_replace_delete(tmp_path):
     b = build_templates(["cat", "dog", "cow"], backbone_id="b")
     store.put("pets", b, np.ones((3, 4), np.float32))
     with pytest.raises(PromptNotFound, match="replaced"):
-        store.load_features("pets", a.content_id)  # a replica holding the old id must not serve stale features
+        store.load_features(
+            "pets", a.content_id
+        )  # a replica holding the old id must not serve stale features
     store.delete("pets")
     assert store.list() == []
     with pytest.raises(PromptNotFound):
@@ -40,7 +42,7 @@ def test_store_roundtrip_replace_delete(tmp_path):
 
 
 def test_artifact_load_errors(tmp_path):
-    with pytest.raises(ArtifactError, match="no manifest.json"):
+    with pytest.raises(ArtifactError, match=r"no manifest\.json"):
         PromptArtifact.load(tmp_path)
     with pytest.raises(ArtifactError, match="classnames"):
         PromptArtifact.from_parts({"method": "templates", "backbone": "b", "classnames": []}, None)
