@@ -63,3 +63,11 @@ def test_config_rejects_unknown_keys(tmp_path):
     (tmp_path / "bad.yaml").write_text("bundle: b\nencoder: {max_batch: 8}\n")
     with pytest.raises(ValueError, match="max_batch"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "config.yaml")
+    assert cfg.engine.name == "onnxruntime" and cfg.encoder.max_batch_size == 32
+    assert cfg.bundle.endswith("bundles/vit-b-32")
