@@ -152,10 +152,14 @@ def test_demo_once_exits_zero(tmp_path):
     assert "prompt demo-coop:" in out.stdout and "RANDOM weights" in out.stdout
 
 
-def test_serve_stops_cleanly_on_ctrl_c(tiny_bundle, tmp_path):
+def test_serve_preloads_and_stops_cleanly_on_ctrl_c(tiny_bundle, tiny_spec, tmp_path):
+    from promptserve.exporters.importers.templates import build_templates
+
+    build_templates(["a", "b"], backbone_id=tiny_spec.id).save(tmp_path / "arts" / "preloaded-pets")
     port = _free_port()
     (tmp_path / "app.yaml").write_text(
-        f"bundle: {tiny_bundle.dir}\nhttp: {{port: {port}}}\nprompts: {{store: {tmp_path / 'store'}}}\nlog_level: WARNING\n"
+        f"bundle: {tiny_bundle.dir}\nhttp: {{port: {port}}}\nlog_level: WARNING\n"
+        f"prompts: {{store: {tmp_path / 'store'}, preload: [arts]}}\n"
     )
     proc = subprocess.Popen(
         [*CLI, "serve", str(tmp_path / "app.yaml")],
@@ -175,6 +179,8 @@ def test_serve_stops_cleanly_on_ctrl_c(tiny_bundle, tmp_path):
         import httpx
 
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+        listed = httpx.get(f"http://127.0.0.1:{port}/v1/prompts", timeout=10).json()["data"]
+        assert [p["prompt_id"] for p in listed] == ["preloaded-pets"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0
     finally:

@@ -71,3 +71,11 @@ def test_example_config_is_valid():
     cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "config.yaml")
     assert cfg.engine.name == "onnxruntime" and cfg.encoder.max_batch_size == 32
     assert cfg.bundle.endswith("bundles/vit-b-32")
+
+
+def test_api_keys_from_config_and_env(monkeypatch):
+    from promptserve.serving.config import AuthConfig
+
+    monkeypatch.setenv("MY_KEYS", " k2, k3 ,")
+    assert AuthConfig(api_keys=["k1"], api_keys_env="MY_KEYS").keys() == {"k1", "k2", "k3"}
+    assert AuthConfig(api_keys_env=None).keys() == frozenset()
