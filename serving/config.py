@@ -50,6 +50,11 @@ class EncoderConfig(_Strict):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    batcher: Literal["continuous", "serve"] = Field(
+        "continuous",
+        description="continuous: close a batch when the engine is free (serving/batching.py); "
+        "serve: Ray Serve's @serve.batch.",
+    )
     max_batch_size: int = Field(32, ge=1, description="Images per vision-graph call.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
     max_ongoing_requests: int = Field(256, ge=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from promptserve._images import normalize
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
 from promptserve.exporters.bundle import Bundle
 from promptserve.exporters.methods import get_method
+from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
 from promptserve.serving.engines.base import create_engine
 from promptserve.serving.errors import InvalidInput
@@ -57,6 +59,17 @@ class EncoderDeployment:
             text_cache_size=config.prompts.text_cache_size,
         )
         self._pending = 0
+        enc = config.encoder
+        self._batched: Callable[[ClassifyCall], Awaitable[tuple[np.ndarray, int]]] = (
+            ContinuousBatcher(
+                self._run_batch,
+                max_batch_size=enc.max_batch_size,
+                batch_wait_timeout_s=enc.batch_wait_timeout_s,
+                size_fn=lambda c: len(c.crops),
+            )
+            if enc.batcher == "continuous"
+            else self._serve_batched
+        )
         self.reconfigure(
             {
                 "max_batch_size": config.encoder.max_batch_size,
@@ -66,10 +79,10 @@ class EncoderDeployment:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch settings come from config and can change without a restart (Serve user_config)."""
-        self._embed_batch.set_max_batch_size(
+        self._batched.set_max_batch_size(
             int(user_config.get("max_batch_size", self.config.encoder.max_batch_size))
         )
-        self._embed_batch.set_batch_wait_timeout_s(
+        self._batched.set_batch_wait_timeout_s(
             float(user_config.get("batch_wait_timeout_s", self.config.encoder.batch_wait_timeout_s))
         )
 
@@ -79,7 +92,7 @@ class EncoderDeployment:
         self._pending += 1
         metrics().queue_length.set(self._pending)
         try:
-            embeds, batch_images = await self._embed_batch(call)
+            embeds, batch_images = await self._batched(call)
         finally:
             self._pending -= 1
             metrics().queue_length.set(self._pending)
@@ -93,7 +106,13 @@ class EncoderDeployment:
         return {"results": results, "batch_images": batch_images}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
-    async def _embed_batch(self, calls: list[ClassifyCall]) -> list[tuple[np.ndarray, int]]:
+    async def _serve_batched(self, calls: list[ClassifyCall]) -> list[tuple[np.ndarray, int]]:
+        """`encoder.batcher: serve`: Ray Serve's batcher (see serving/batching.py for why it is
+        not the default)."""
+        return await self._run_batch(calls)
+
+    async def _run_batch(self, calls: list[ClassifyCall]) -> list[tuple[np.ndarray, int]]:
+        """One vision-graph call for every image of every call; each call gets its slice."""
         crops = calls[0].crops if len(calls) == 1 else np.concatenate([c.crops for c in calls])
         metrics().batch_size.observe(len(crops))
         embeds = await asyncio.to_thread(self._encode, crops)
