@@ -437,6 +437,7 @@ def bench_served(
     config = AppConfig.model_validate(
         {
             "bundle": str(bundle_dir),
+            "topology": args.topology,
             "log_level": args.log_level,
             "engine": {
                 "name": "onnxruntime",
@@ -448,6 +449,7 @@ def bench_served(
             "encoder": {
                 "num_replicas": args.encoder_replicas,
                 "num_cpus": args.encoder_cpus,
+                "batcher": args.batcher,
                 "max_batch_size": args.max_batch_size,
                 "batch_wait_timeout_s": args.batch_wait_ms / 1000,
             },
@@ -602,7 +604,7 @@ def markdown(report: dict) -> str:
         f"{m.get('ram_gib')} GiB RAM; Python {m.get('python')}, onnxruntime {m.get('onnxruntime_version')}, "
         f"ray {m.get('ray_version')}, numpy {m.get('numpy_version')}.",
         "",
-        f"Config: engine threads {cfg['engine_threads']}, max_batch_size {cfg['max_batch_size']}, batch wait "
+        f"Config: topology {cfg.get('topology', 'split')}, batcher {cfg.get('batcher', 'serve')}, engine threads {cfg['engine_threads']}, max_batch_size {cfg['max_batch_size']}, batch wait "
         f"{cfg['batch_wait_ms']} ms, gateway {cfg['gateway_replicas']}x{cfg['gateway_cpus']} CPU, encoder "
         f"{cfg['encoder_replicas']}x{cfg['encoder_cpus']} CPU, Ray logical CPUs {cfg.get('ray_num_cpus')}, "
         f"{cfg['seconds']} s per point after {cfg['warmup_seconds']} s warm-up{' (--quick)' if cfg['quick'] else ''}. "
@@ -786,6 +788,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-batch-size", type=int, default=32, help="encoder max images per vision call"
     )
     g.add_argument("--batch-wait-ms", type=float, default=10.0, help="encoder batch wait timeout")
+    g.add_argument(
+        "--topology",
+        choices=["split", "fused"],
+        default="split",
+        help="split: gateway and encoder deployments; fused: one deployment does both",
+    )
+    g.add_argument(
+        "--batcher",
+        choices=["continuous", "serve"],
+        default="continuous",
+        help="encoder batcher: promptserve's continuous batcher or Ray Serve's @serve.batch",
+    )
     g.add_argument("--gateway-replicas", type=int, default=1)
     g.add_argument("--encoder-replicas", type=int, default=1)
     g.add_argument(

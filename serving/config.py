@@ -102,6 +102,11 @@ class AuthConfig(_Strict):
 class AppConfig(_Strict):
     name: str = "promptserve"
     route_prefix: str = "/"
+    topology: Literal["split", "fused"] = Field(
+        "split",
+        description="split: gateway and encoder deployments scale separately (GPU encoders, CPU "
+        "gateways); fused: one deployment does both in one process, saving a hop (small CPU boxes).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Serve and replica logs."
     )

@@ -122,14 +122,20 @@ def server(ray_cluster, tiny_bundle, tmp_path_factory) -> dict:
 
     cfg = serve_config(tiny_bundle.dir, tmp_path_factory.mktemp("store"), prompts={"max_loaded": 2})
     serve.run(build_app(cfg), name="promptserve", route_prefix="/", blocking=False)
+    # The secure app also runs the fused topology (gateway and encoder in one replica).
     secure = serve_config(
         tiny_bundle.dir,
         tmp_path_factory.mktemp("store-secure"),
         auth={"api_keys": [API_KEY], "api_keys_env": None},
+        topology="fused",
     )
     serve.run(build_app(secure), name="secure", route_prefix="/secure", blocking=False)
+    # The tight app also keeps Ray Serve's own batcher (`encoder.batcher: serve`) exercised.
     tight = serve_config(
-        tiny_bundle.dir, tmp_path_factory.mktemp("store-tight"), limits={"max_inflight_images": 2}
+        tiny_bundle.dir,
+        tmp_path_factory.mktemp("store-tight"),
+        limits={"max_inflight_images": 2},
+        encoder={"batcher": "serve"},
     )
     serve.run(build_app(tight), name="tight", route_prefix="/tight", blocking=False)
     base = ray_cluster["base_url"]

@@ -28,7 +28,7 @@ from promptserve.exporters.artifacts import MANIFEST_FILE, TENSORS_FILE
 from promptserve.exporters.bundle import Bundle
 from promptserve.exporters.templates import resolve_templates
 from promptserve.serving.config import AppConfig
-from promptserve.serving.deployments.encoder import ClassifyCall
+from promptserve.serving.deployments.encoder import ClassifyCall, EncoderDeployment
 from promptserve.serving.errors import (
     AuthenticationError,
     BackboneMismatch,
@@ -110,15 +110,22 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 class Gateway:
-    def __init__(self, config: AppConfig, encoder: DeploymentHandle) -> None:
+    def __init__(self, config: AppConfig, encoder: DeploymentHandle | None) -> None:
+        """`encoder` is the encoder deployment's handle, or None for `topology: fused`, where
+        this replica runs the encoder itself."""
         self.config = config
-        self.encoder = encoder
+        self.encoder = encoder if encoder is not None else _InProcess(EncoderDeployment(config))
         self.bundle = Bundle(config.bundle)
         self.store = PromptStore(config.prompts.store)
         self._keys = config.auth.keys()
         self._inflight_images = 0
         self._ready = asyncio.Event()
         self._preload_task = asyncio.get_event_loop().create_task(self._preload())
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batch settings reach an in-process encoder (fused topology) through the gateway."""
+        if isinstance(self.encoder, _InProcess):
+            self.encoder.target.reconfigure(user_config)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _authorize(self, request: Request) -> None:
@@ -386,6 +393,25 @@ class Gateway:
             log.info("preloaded prompt %s (%s)", info.prompt_id, info.content_id[:12])
         except ServeError as exc:
             log.error("skipping artifact %s: %s", directory, exc.message)
+
+
+class _InProcess:
+    """Gives an in-process object the `handle.method.remote(...)` calling shape of a Serve
+    handle, so the gateway code is the same for both topologies."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.target, name)
+
+        class _Method:
+            @staticmethod
+            async def remote(*args: Any, **kwargs: Any) -> Any:
+                result = method(*args, **kwargs)
+                return await result if asyncio.iscoroutine(result) else result
+
+        return _Method
 
 
 # Applied at import time (not in build_app) so replicas, which import this module afresh,
