@@ -557,7 +557,7 @@ def machine_info(engine_threads: int) -> dict[str, Any]:
     for module in ("numpy", "onnxruntime", "ray", "httpx", "PIL", "promptserve"):
         try:
             info[f"{module}_version"] = __import__(module).__version__
-        except Exception:  # a missing version is not worth failing the run
+        except Exception:  # noqa: BLE001 - a missing version is not worth failing the run
             info[f"{module}_version"] = None
     with contextlib.suppress(Exception):
         import onnxruntime

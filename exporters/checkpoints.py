@@ -159,7 +159,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise CheckpointError(f"{path}: unreadable safetensors file ({e!r})") from e
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as strict_err:
+    except Exception as strict_err:  # noqa: BLE001 - any refusal sends us to the restricted reader
         reason = _summarize(strict_err)
         logger.info("%s: weights-only load refused (%s); using restricted unpickler", path, reason)
         try:

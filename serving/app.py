@@ -12,7 +12,10 @@ from promptserve.serving.deployments.gateway import GatewayIngress
 
 def build_app(config: AppConfig) -> Application:
     enc, gw = config.encoder, config.gateway
-    batch_config = {"max_batch_size": enc.max_batch_size, "batch_wait_timeout_s": enc.batch_wait_timeout_s}
+    batch_config = {
+        "max_batch_size": enc.max_batch_size,
+        "batch_wait_timeout_s": enc.batch_wait_timeout_s,
+    }
     if config.topology == "fused":
         fused = serve.deployment(
             GatewayIngress,

@@ -49,7 +49,9 @@ class ContinuousBatcher(Generic[T, R]):
 
     async def __call__(self, item: T) -> R:
         if self._size(item) > self.max_batch_size:
-            raise ValueError(f"item of size {self._size(item)} exceeds max_batch_size {self.max_batch_size}")
+            raise ValueError(
+                f"item of size {self._size(item)} exceeds max_batch_size {self.max_batch_size}"
+            )
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run())
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()

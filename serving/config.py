@@ -75,6 +75,12 @@ class PromptsConfig(_Strict):
     text_cache_size: int = Field(
         8192, ge=0, description="Free-label text features kept per replica (LRU)."
     )
+    info_ttl_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a gateway trusts its cached view of a prompt; deletes made "
+        "through other gateway replicas show after this.",
+    )
 
 
 class LimitsConfig(_Strict):

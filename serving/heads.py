@@ -81,6 +81,18 @@ class HeadBank:
             metrics().artifact_loads.inc()
         return head
 
+    def cached(
+        self, *, content_id: str | None, labels: Sequence[str] | None, templates: tuple[str, ...]
+    ) -> ClassHead | None:
+        """The head if it needs no I/O and no text encoding (the common case), else None."""
+        if labels is None:
+            return self._prompts.get(content_id or "")
+        rows = [self._labels.get((templates, label)) for label in labels]
+        if any(row is None for row in rows):
+            return None
+        metrics().text_cache_hits.inc(len(rows))
+        return ClassHead(tuple(labels), np.stack(rows))  # type: ignore[arg-type]
+
     def label_head(self, labels: Sequence[str], templates: tuple[str, ...]) -> ClassHead:
         """Template-ensemble features per label, computing only labels not in the cache."""
         rows: list[np.ndarray | None] = [self._labels.get((templates, label)) for label in labels]

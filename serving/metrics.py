@@ -15,10 +15,11 @@ def _metrics_module():
     """Serve's metrics (tagged with deployment and replica) inside a replica; Ray's plain
     metrics elsewhere (e.g. a deployment class driven directly in a test or a script)."""
     from ray import serve
+    from ray.serve.exceptions import RayServeException
 
     try:
         serve.get_replica_context()
-    except Exception:
+    except RayServeException:
         from ray.util import metrics as rm
     else:
         from ray.serve import metrics as rm

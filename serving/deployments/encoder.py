@@ -88,7 +88,11 @@ class EncoderDeployment:
 
     async def classify(self, call: ClassifyCall) -> dict[str, Any]:
         """`{"results": [...per image...], "batch_images": size of the vision batch it rode in}`."""
-        head = await asyncio.to_thread(self._head, call)
+        head = self.heads.cached(
+            content_id=call.content_id, labels=call.labels, templates=call.templates
+        )
+        if head is None:  # load features or encode new labels off the event loop
+            head = await asyncio.to_thread(self._head, call)
         self._pending += 1
         metrics().queue_length.set(self._pending)
         try:

@@ -19,6 +19,7 @@ import fsspec
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -119,6 +120,7 @@ class Gateway:
         self.store = PromptStore(config.prompts.store)
         self._keys = config.auth.keys()
         self._inflight_images = 0
+        self._infos: dict[str, tuple[float, PromptInfo]] = {}
         self._ready = asyncio.Event()
         self._preload_task = asyncio.get_event_loop().create_task(self._preload())
 
@@ -170,6 +172,16 @@ class Gateway:
             )
             m.latency.observe(time.perf_counter() - started, tags={"route": route})
 
+    async def _prompt_info(self, prompt_id: str) -> PromptInfo:
+        """The store's view of a prompt, cached for `prompts.info_ttl_s` so a request does not
+        pay a store round trip (a network one for object stores)."""
+        hit = self._infos.get(prompt_id)
+        if hit is not None and time.monotonic() - hit[0] < self.config.prompts.info_ttl_s:
+            return hit[1]
+        info = await asyncio.to_thread(self.store.info, prompt_id)
+        self._infos[prompt_id] = (time.monotonic(), info)
+        return info
+
     def _check_backbone(self, backbone: str) -> None:
         if backbone != self.bundle.backbone_id:
             raise BackboneMismatch(
@@ -191,7 +203,7 @@ class Gateway:
             )
         try:
             await asyncio.wait_for(self.encoder.ready.remote(), timeout=5)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever the failure, the answer is "not ready"
             return JSONResponse(
                 {"status": "encoder unavailable"}, status_code=503, headers={"Retry-After": "1"}
             )
@@ -243,7 +255,7 @@ class Gateway:
         self._inflight_images += n
         try:
             if req.prompt_id is not None:
-                info = self.store.info(check_prompt_id(req.prompt_id))
+                info = await self._prompt_info(check_prompt_id(req.prompt_id))
                 self._check_backbone(info.backbone)
                 head = {"prompt_id": info.prompt_id, "content_id": info.content_id}
                 labels = info.classnames
@@ -309,6 +321,7 @@ class Gateway:
         async def run() -> Response:
             self._authorize(request)
             await asyncio.to_thread(self.store.delete, check_prompt_id(prompt_id))
+            self._infos.pop(prompt_id, None)
             return Response(status_code=204)
 
         return await self._observe("prompts.delete", run, {"prompt_id": prompt_id})
@@ -335,9 +348,11 @@ class Gateway:
             body = await read_body(request, self.config.limits)
             try:
                 req = RegisterPromptRequest.model_validate_json(body)
-            except Exception as exc:
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "body"
                 raise InvalidInput(
-                    f"invalid registration body: {str(exc).splitlines()[:3]}"
+                    f"invalid registration body: {where}: {err['msg']}", param=where
                 ) from None
             try:
                 tensors = base64.b64decode(req.tensors, validate=True) if req.tensors else None
@@ -358,6 +373,7 @@ class Gateway:
         prompt_id = check_prompt_id(
             prompt_id or f"{artifact.manifest.method}-{artifact.content_id[:12]}"
         )
+        self._infos.pop(prompt_id, None)
         return await asyncio.to_thread(self.store.put, prompt_id, artifact, features)
 
     async def _preload(self) -> None:
