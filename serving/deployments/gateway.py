@@ -91,7 +91,22 @@ _CLASSIFY_BODY = {
     }
 }
 
-api = FastAPI(
+class _API(FastAPI):
+    """FastAPI whose schema also documents the bodies that routes parse themselves (they read
+    the raw request to enforce size limits before parsing and to accept multipart too)."""
+
+    def openapi(self) -> dict[str, Any]:
+        schema = super().openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (ClassifyRequest, RegisterPromptRequest):
+            if model.__name__ not in components:
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+        return schema
+
+
+api = _API(
     title="promptserve",
     version=__version__,
     description="Prompt-adapted CLIP models behind one batched backbone.",

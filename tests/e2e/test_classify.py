@@ -155,3 +155,25 @@ def test_reregistering_an_id_serves_the_new_artifact(client, tiny_spec, images, 
         art = build_templates(names, backbone_id=tiny_spec.id, templates=["a {}."])
         client.register_prompt(art.save(tmp_path / "-".join(names)), prompt_id="swapped")
         assert client.classify(images[0], prompt_id="swapped").labels == names
+
+
+def test_openapi_schema_documents_every_body(server):
+    schema = httpx.get(f"{server['base_url']}/openapi.json", timeout=30).json()
+    assert {"/v1/classify", "/v1/prompts", "/v1/prompts/{prompt_id}", "/v1/models"} <= set(schema["paths"])
+    refs: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            refs.extend(v for k, v in node.items() if k == "$ref")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    names = set(schema["components"]["schemas"])
+    assert {r.rsplit("/", 1)[-1] for r in refs} <= names
+    body = schema["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(body)
+    assert "images" in schema["components"]["schemas"]["ClassifyRequest"]["properties"]
