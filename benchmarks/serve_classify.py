@@ -683,10 +683,12 @@ def bar_chart(report: dict, path: Path) -> bool:
     ax.set_xticks(x, [str(n) for n in ns])
     ax.set_xlabel("N")
     ax.set_ylabel("images/s")
+    cfg = report["config"]
     ax.set_title(
-        f"{report['model']['arch']} (random weights) on {report['machine'].get('usable_cpus')} CPUs"
+        f"{report['model']['arch']} (random weights) on {report['machine'].get('usable_cpus')} CPUs, "
+        f"{cfg.get('topology', 'split')} topology, {cfg.get('batcher', 'serve')} batcher"
     )
-    ax.legend()
+    ax.legend(loc="lower right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
