@@ -159,7 +159,9 @@ def test_reregistering_an_id_serves_the_new_artifact(client, tiny_spec, images, 
 
 def test_openapi_schema_documents_every_body(server):
     schema = httpx.get(f"{server['base_url']}/openapi.json", timeout=30).json()
-    assert {"/v1/classify", "/v1/prompts", "/v1/prompts/{prompt_id}", "/v1/models"} <= set(schema["paths"])
+    assert {"/v1/classify", "/v1/prompts", "/v1/prompts/{prompt_id}", "/v1/models"} <= set(
+        schema["paths"]
+    )
     refs: list[str] = []
 
     def walk(node):

@@ -14,7 +14,6 @@ fp16 contexts upcast to fp32, as the official `load_model` does into an fp32 mod
 from __future__ import annotations
 
 import sys
-import types
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,10 +24,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 pytest.importorskip("onnxruntime")
 
-from torch.optim.lr_scheduler import CosineAnnealingLR, _LRScheduler  # noqa: E402
+from torch.optim.lr_scheduler import CosineAnnealingLR  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import coop_reference as ref  # noqa: E402
+from dassl_layout import dassl_importable  # noqa: E402
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact  # noqa: E402
 from promptserve.exporters.importers.coop import import_coop  # noqa: E402
@@ -41,49 +41,9 @@ ATOL = RTOL = 1e-4
 ENGINES = ("torch", "onnxruntime")
 # Underscored and multi-token names: "golden_retriever" -> "golden retriever" (2 BPE tokens).
 CLASSNAMES = ["golden_retriever", "air conditioner", "cat", "sea anemone"]
-DASSL_MODULE = "dassl.optim.lr_scheduler"
 
 
 # -- official checkpoint layout ------------------------------------------------------------------
-def _dassl_lr_scheduler_module() -> types.ModuleType:
-    """Mirror of KaiyangZhou/Dassl.pytorch `dassl/optim/lr_scheduler.py` (the constant warmup
-    CoOp's configs use). Its state_dict() holds the wrapped CosineAnnealingLR *object*, which
-    is why official checkpoints are not weights-only loadable."""
-    mod = types.ModuleType(DASSL_MODULE)
-
-    class _BaseWarmupScheduler(_LRScheduler):
-        def __init__(self, optimizer, successor, warmup_epoch, last_epoch=-1):
-            self.successor = successor
-            self.warmup_epoch = warmup_epoch
-            super().__init__(optimizer, last_epoch)
-
-        def get_lr(self):
-            raise NotImplementedError
-
-        def step(self, epoch=None):
-            if self.last_epoch >= self.warmup_epoch:
-                self.successor.step(epoch)
-                self._last_lr = self.successor.get_last_lr()
-            else:
-                super().step(epoch)
-
-    class ConstantWarmupScheduler(_BaseWarmupScheduler):
-        def __init__(self, optimizer, successor, warmup_epoch, cons_lr, last_epoch=-1):
-            self.cons_lr = cons_lr
-            super().__init__(optimizer, successor, warmup_epoch, last_epoch)
-
-        def get_lr(self):
-            if self.last_epoch >= self.warmup_epoch:
-                return self.successor.get_last_lr()
-            return [self.cons_lr for _ in self.base_lrs]
-
-    for cls in (_BaseWarmupScheduler, ConstantWarmupScheduler):
-        cls.__module__ = DASSL_MODULE
-        cls.__qualname__ = cls.__name__
-        setattr(mod, cls.__name__, cls)
-    return mod
-
-
 def save_official_checkpoint(
     output_dir: Path, learner: torch.nn.Module, *, dtype: torch.dtype, epoch: int = 50
 ) -> tuple[Path, OrderedDict]:
@@ -92,10 +52,7 @@ def save_official_checkpoint(
     `<output_dir>/prompt_learner/model.pth.tar-<epoch>`. `dtype` is the training precision
     (CoOp's default PREC is fp16, which trains the learner in fp16)."""
     learner = learner.to(dtype)
-    mod = _dassl_lr_scheduler_module()
-    fake = {"dassl": types.ModuleType("dassl"), "dassl.optim": types.ModuleType("dassl.optim")}
-    sys.modules.update({**fake, DASSL_MODULE: mod})  # pickle looks classes up by module name
-    try:
+    with dassl_importable() as mod:  # pickle looks classes up by module name
         # CoOp OPTIM: sgd, lr 0.002, cosine over MAX_EPOCH, 1 constant warmup epoch at 1e-5.
         optim = torch.optim.SGD([learner.ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
         sched = mod.ConstantWarmupScheduler(optim, CosineAnnealingLR(optim, T_max=epoch), 1, 1e-5)
@@ -115,9 +72,6 @@ def save_official_checkpoint(
             "val_result": None,
         }
         torch.save(state, path)
-    finally:
-        for name in (*fake, DASSL_MODULE):
-            del sys.modules[name]
     return path, state_dict
 
 

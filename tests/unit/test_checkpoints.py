@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import builtins
-import importlib.util
 import os
 import pickle
 import random
 import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,58 +15,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch.optim.lr_scheduler import CosineAnnealingLR, _LRScheduler  # noqa: E402
+from dassl_layout import DASSL_MODULE, dassl_importable  # noqa: E402
+from torch.optim.lr_scheduler import CosineAnnealingLR  # noqa: E402
 
-# TODO: switch to `from promptserve.exporters.checkpoints import ...` once the package is
-# installed (editable) in the dev venv; today `promptserve` is not importable there.
-_MODULE_PATH = Path(__file__).resolve().parents[2] / "exporters" / "checkpoints.py"
-_spec = importlib.util.spec_from_file_location("_promptserve_checkpoints", _MODULE_PATH)
-assert _spec is not None and _spec.loader is not None
-checkpoints = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(checkpoints)
+from promptserve.exporters import checkpoints  # noqa: E402
+
 CheckpointError = checkpoints.CheckpointError
 Stub = checkpoints.Stub
 extract_state_dict = checkpoints.extract_state_dict
 load_checkpoint = checkpoints.load_checkpoint
-
-DASSL_MODULE = "dassl.optim.lr_scheduler"
-
-
-def _fake_dassl_module() -> types.ModuleType:
-    """Mirror of dassl/optim/lr_scheduler.py (warmup wrappers keep the real one as successor)."""
-    mod = types.ModuleType(DASSL_MODULE)
-
-    class _BaseWarmupScheduler(_LRScheduler):
-        def __init__(self, optimizer, successor, warmup_epoch, last_epoch=-1):
-            self.successor = successor
-            self.warmup_epoch = warmup_epoch
-            super().__init__(optimizer, last_epoch)
-
-        def get_lr(self):
-            raise NotImplementedError
-
-        def step(self, epoch=None):
-            if self.last_epoch >= self.warmup_epoch:
-                self.successor.step(epoch)
-                self._last_lr = self.successor.get_last_lr()
-            else:
-                super().step(epoch)
-
-    class ConstantWarmupScheduler(_BaseWarmupScheduler):
-        def __init__(self, optimizer, successor, warmup_epoch, cons_lr, last_epoch=-1):
-            self.cons_lr = cons_lr
-            super().__init__(optimizer, successor, warmup_epoch, last_epoch)
-
-        def get_lr(self):
-            if self.last_epoch >= self.warmup_epoch:
-                return self.successor.get_last_lr()
-            return [self.cons_lr for _ in self.base_lrs]
-
-    for cls in (_BaseWarmupScheduler, ConstantWarmupScheduler):
-        cls.__module__ = DASSL_MODULE
-        cls.__qualname__ = cls.__name__
-        setattr(mod, cls.__name__, cls)
-    return mod
 
 
 def _save_dassl_checkpoint(
@@ -79,11 +34,7 @@ def _save_dassl_checkpoint(
     extra: Callable[[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Train one step like CoOp does, then save exactly what dassl's save_checkpoint writes."""
-    mod = _fake_dassl_module()
-    # pickle resolves classes via __import__, which needs the parent packages too.
-    fake = {"dassl": types.ModuleType("dassl"), "dassl.optim": types.ModuleType("dassl.optim")}
-    sys.modules.update({**fake, DASSL_MODULE: mod})
-    try:
+    with dassl_importable() as mod:
         ctx = torch.nn.Parameter(ctx_init.clone())
         n_cls, dim = 3, ctx_init.shape[-1]
         prefix = torch.randn(n_cls, 1, dim).to(ctx_init.dtype)
@@ -104,9 +55,6 @@ def _save_dassl_checkpoint(
         }
         torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
         return state_dict
-    finally:
-        for name in (*fake, DASSL_MODULE):
-            del sys.modules[name]
 
 
 CASES = {
