@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 if TYPE_CHECKING:
     import torch
 
-BUILTIN_CONFIG_DIR = Path(__file__).parent / "backbones"
+BUILTIN_CONFIG_DIR = Path(__file__).parent / "model_configs"
 # Keys an OpenAI CLIP state dict carries that are not parameters of open_clip's CLIP.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
