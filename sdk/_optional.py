@@ -9,7 +9,7 @@ EXTRAS = {
     "torch": "export",
     "open_clip": "export",
     "onnx": "export",
-    "onnxruntime": "serve",
+    "onnxruntime": "serve",  # or "gpu" for onnxruntime-gpu
     "ray": "serve",
     "fastapi": "serve",
     "yaml": "serve",

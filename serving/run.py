@@ -44,12 +44,16 @@ def start(config: AppConfig, *, address: str | None = None, num_cpus: int | None
     return f"http://{config.http.host}:{config.http.port}{prefix}"
 
 
-def stop() -> None:
+def stop(app_name: str | None = None) -> None:
+    """Shut Serve and Ray down; with `app_name` (a cluster we joined), remove only our app."""
     import ray
     from ray import serve
 
     try:
-        serve.shutdown()
+        if app_name is None:
+            serve.shutdown()
+        else:
+            serve.delete(app_name)
     finally:
         ray.shutdown()
 
@@ -84,4 +88,4 @@ def run_forever(config: AppConfig, *, address: str | None = None) -> None:
         stopping.wait()
     finally:
         print("shutting down ...", flush=True)
-        stop()
+        stop(config.name if address else None)

@@ -91,6 +91,7 @@ _CLASSIFY_BODY = {
     }
 }
 
+
 class _API(FastAPI):
     """FastAPI whose schema also documents the bodies that routes parse themselves (they read
     the raw request to enforce size limits before parsing and to accept multipart too)."""
