@@ -604,7 +604,7 @@ def markdown(report: dict) -> str:
         f"{m.get('ram_gib')} GiB RAM; Python {m.get('python')}, onnxruntime {m.get('onnxruntime_version')}, "
         f"ray {m.get('ray_version')}, numpy {m.get('numpy_version')}.",
         "",
-        f"Config: topology {cfg.get('topology', 'split')}, batcher {cfg.get('batcher', 'serve')}, engine threads {cfg['engine_threads']}, max_batch_size {cfg['max_batch_size']}, batch wait "
+        f"Config: topology {cfg.get('topology', 'split')}{' + HAProxy ingress' if cfg.get('haproxy') else ''}, batcher {cfg.get('batcher', 'serve')}, engine threads {cfg['engine_threads']}, max_batch_size {cfg['max_batch_size']}, batch wait "
         f"{cfg['batch_wait_ms']} ms, gateway {cfg['gateway_replicas']}x{cfg['gateway_cpus']} CPU, encoder "
         f"{cfg['encoder_replicas']}x{cfg['encoder_cpus']} CPU, Ray logical CPUs {cfg.get('ray_num_cpus')}, "
         f"{cfg['seconds']} s per point after {cfg['warmup_seconds']} s warm-up{' (--quick)' if cfg['quick'] else ''}. "
@@ -791,6 +791,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--batch-wait-ms", type=float, default=10.0, help="encoder batch wait timeout")
     g.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="use Ray Serve's experimental HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY, "
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS) instead of its Python HTTP proxy",
+    )
+    g.add_argument(
         "--topology",
         choices=["split", "fused"],
         default="split",
@@ -838,6 +844,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Before anything imports ray: a loopback cluster needs no token auth, and no usage stats.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if args.haproxy:  # Ray Serve's experimental HAProxy ingress instead of its Python proxy
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     signal.signal(signal.SIGTERM, _sigterm)
     from promptserve.exporters.bundle import Bundle
