@@ -79,3 +79,17 @@ def test_api_keys_from_config_and_env(monkeypatch):
     monkeypatch.setenv("MY_KEYS", " k2, k3 ,")
     assert AuthConfig(api_keys=["k1"], api_keys_env="MY_KEYS").keys() == {"k1", "k2", "k3"}
     assert AuthConfig(api_keys_env=None).keys() == frozenset()
+
+
+def test_serve_config_import_path_builds_both_topologies(tmp_path):
+    from pathlib import Path
+
+    from ray.serve import Application
+
+    from promptserve.serving.app import app_builder
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
+    assert isinstance(app_builder({"config": str(example)}), Application)
+    assert isinstance(app_builder({"bundle": str(tmp_path), "topology": "fused"}), Application)
+    with pytest.raises(ValueError, match="topology"):
+        app_builder({"bundle": str(tmp_path), "topology": "sideways"})
