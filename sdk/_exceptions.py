@@ -111,8 +111,12 @@ class AuthError(APIStatusError):
     """Missing or wrong API key (401), or the key may not do this (403)."""
 
 
-class PromptNotFound(APIStatusError):
-    """No prompt is registered under that id (404)."""
+class NotFoundError(APIStatusError):
+    """404 for something other than a prompt, e.g. a wrong URL or route (check `base_url`)."""
+
+
+class PromptNotFound(NotFoundError):
+    """No prompt is registered under that id (404 with error type `prompt_not_found`)."""
 
 
 class ServerOverloaded(APIStatusError):
@@ -154,6 +158,7 @@ _BY_TYPE: dict[str, type[APIStatusError]] = {
     "authentication_error": AuthError,
     "permission_denied": AuthError,
     "prompt_not_found": PromptNotFound,
+    "not_found": NotFoundError,
     "overloaded": ServerOverloaded,
     "internal_error": InternalServerError,
 }
@@ -161,7 +166,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: InvalidInput,
     401: AuthError,
     403: AuthError,
-    404: PromptNotFound,
+    404: NotFoundError,
     409: BackboneMismatch,
     413: InvalidInput,
     415: InvalidInput,

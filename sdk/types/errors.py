@@ -9,6 +9,8 @@ from pydantic import BaseModel
 ErrorType = Literal[
     "invalid_input",
     "prompt_not_found",
+    "not_found",
+    "method_not_allowed",
     "backbone_mismatch",
     "authentication_error",
     "permission_denied",

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptserve import __version__
 from promptserve.exporters.artifacts import MANIFEST_FILE, TENSORS_FILE
@@ -45,6 +46,7 @@ from promptserve.types import (
     ClassifyRequest,
     ClassifyResponse,
     ErrorBody,
+    ErrorDetail,
     ImageGeometry,
     ModelInfo,
     PromptInfo,
@@ -117,6 +119,14 @@ api = _API(
 @api.exception_handler(ServeError)
 async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes and methods get the same error body as everything else."""
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")
+    body = ErrorBody(error=ErrorDetail(type=kind, message=f"{exc.detail}: see /docs for the API"))
+    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
 @api.exception_handler(RequestValidationError)

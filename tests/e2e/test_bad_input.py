@@ -98,6 +98,11 @@ def test_malformed_json_and_wrong_content_type(http):
     assert "application/json" in err["message"]
 
 
+def test_unknown_route_and_method_get_the_error_body(http):
+    assert "see /docs" in _error(http.get("/v1/nope"), 404, "not_found")["message"]
+    _error(http.put("/v1/classify"), 405, "method_not_allowed")
+
+
 def test_too_many_images(http, images):
     err = _error(
         http.post("/v1/classify", json={"images": [b64(images[0])] * 13, "labels": ["a"]}),

@@ -45,7 +45,7 @@ def _response(status: int, error_type: str | None = None, **kwargs) -> httpx.Res
         (401, "authentication_error", promptserve.AuthError),
         (403, "permission_denied", promptserve.AuthError),
         (404, "prompt_not_found", promptserve.PromptNotFound),
-        (404, None, promptserve.PromptNotFound),
+        (404, None, promptserve.NotFoundError),
         (503, "overloaded", promptserve.ServerOverloaded),
         (503, None, promptserve.ServerOverloaded),
         (500, "internal_error", promptserve.InternalServerError),
@@ -84,7 +84,7 @@ def test_status_error_falls_back_to_text_and_request_id():
 
 def test_status_error_without_request():
     err = _make_status_error(httpx.Response(404, json={"detail": "Not Found"}))
-    assert isinstance(err, promptserve.PromptNotFound)
+    assert type(err) is promptserve.NotFoundError  # a wrong route is not a missing prompt
     assert err.request is None and err.request_id is None
 
 
