@@ -40,6 +40,9 @@ class ArtifactManifest(BaseModel):
     templates: list[str] | None = Field(
         None, description="Template ensemble, if the method uses one."
     )
+    class_texts: list[list[str]] | None = Field(
+        None, description="Per-class prompt sentences (CuPL), aligned with `classnames`."
+    )
     hparams: dict[str, Any] = Field(default_factory=dict, description="Method hyper-parameters.")
     source: str | None = Field(
         None, description="Where it came from, e.g. the imported checkpoint."
@@ -69,7 +72,8 @@ class PromptArtifact:
 
     @property
     def content_id(self) -> str:
-        canonical = self.manifest.model_dump(mode="json", exclude={"created_at"})
+        # Unset optional fields are left out, so adding one later keeps existing ids stable.
+        canonical = self.manifest.model_dump(mode="json", exclude={"created_at"}, exclude_none=True)
         h = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode())
         h.update(self.tensor_bytes())
         return h.hexdigest()

@@ -57,12 +57,22 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.linalg.norm(x, axis=axis, keepdims=True)
 
 
+def text_ensemble(tower: TextTower, texts_per_class: Sequence[Sequence[str]]) -> np.ndarray:
+    """Per class: L2-normalise each text's embedding, average, re-normalise. Classes may have
+    different numbers of texts (CuPL's generated sentences). Returns [n_cls, E]."""
+    counts = np.array([len(texts) for texts in texts_per_class])
+    if counts.min(initial=1) < 1:
+        raise ValueError("every class needs at least one text")
+    feats = l2_normalize(tower.encode_texts([t for texts in texts_per_class for t in texts]))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    means = np.add.reduceat(feats, starts, axis=0) / counts[:, None]
+    return l2_normalize(means).astype(np.float32)
+
+
 def template_ensemble(
     tower: TextTower, classnames: Sequence[str], templates: Sequence[str]
 ) -> np.ndarray:
     """CLIP's zero-shot classifier: per class, L2-normalise each template's embedding, average
     over templates, re-normalise (openai/CLIP `Prompt_Engineering_for_ImageNet.ipynb`,
     open_clip `zero_shot_classifier.py::build_zero_shot_classifier`). Returns [n_cls, E]."""
-    texts = [t.format(c) for c in classnames for t in templates]
-    feats = l2_normalize(tower.encode_texts(texts)).reshape(len(classnames), len(templates), -1)
-    return l2_normalize(feats.mean(axis=1)).astype(np.float32)
+    return text_ensemble(tower, [[t.format(c) for t in templates] for c in classnames])

@@ -33,29 +33,61 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def _import_coop(args: argparse.Namespace, spec):
     from promptserve.exporters.importers import read_classnames
+    from promptserve.exporters.importers.coop import import_coop
 
-    classnames = read_classnames(args.classnames)
+    return import_coop(
+        args.checkpoint,
+        classnames=read_classnames(args.classnames),
+        backbone=spec,
+        class_token_position=args.class_token_position,
+    )
+
+
+def _import_kgcoop(args: argparse.Namespace, spec):
+    from promptserve.exporters.importers import read_classnames
+    from promptserve.exporters.importers.coop import import_kgcoop
+
+    return import_kgcoop(
+        args.checkpoint, classnames=read_classnames(args.classnames), backbone=spec
+    )
+
+
+def _import_cupl(args: argparse.Namespace, spec):
+    from promptserve.exporters.importers import read_classnames
+    from promptserve.exporters.importers.cupl import import_cupl
+
+    names = read_classnames(args.classnames) if args.classnames else None
+    return import_cupl(args.prompts, backbone_id=spec.id, classnames=names, variant=args.variant)
+
+
+def _import_templates(args: argparse.Namespace, spec):
+    from promptserve.exporters.importers import read_classnames
+    from promptserve.exporters.importers.templates import build_templates
+
+    templates = args.templates
+    if templates not in ("imagenet80", "default") and Path(templates).exists():
+        templates = [t for t in Path(templates).read_text().splitlines() if t.strip()]
+    return build_templates(
+        read_classnames(args.classnames), backbone_id=spec.id, templates=templates
+    )
+
+
+IMPORTERS = {
+    "coop": _import_coop,
+    "kgcoop": _import_kgcoop,
+    "cupl": _import_cupl,
+    "templates": _import_templates,
+}
+
+
+def cmd_import(args: argparse.Namespace) -> int:
     spec = _backbone(args.backbone)
-    if args.method == "coop":
-        from promptserve.exporters.importers.coop import import_coop
-
-        artifact = import_coop(
-            args.checkpoint,
-            classnames=classnames,
-            backbone=spec,
-            class_token_position=args.class_token_position,
-        )
-    else:
-        from promptserve.exporters.importers.templates import build_templates
-
-        templates = args.templates
-        if templates not in ("imagenet80", "default") and Path(templates).exists():
-            templates = [t for t in Path(templates).read_text().splitlines() if t.strip()]
-        artifact = build_templates(classnames, backbone_id=spec.id, templates=templates)
+    artifact = IMPORTERS[args.method](args, spec)
     artifact.save(args.output)
-    print(f"{artifact.manifest.method} artifact for {len(classnames)} classes on {spec.id}")
+    n = len(artifact.manifest.classnames)
+    print(f"{artifact.manifest.method} artifact for {n} classes on {spec.id}")
     print(f"content id {artifact.content_id}\nwritten to {args.output}")
     return 0
 
@@ -142,19 +174,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="turn a checkpoint or templates into a prompt artifact")
     isub = imp.add_subparsers(dest="method", required=True, metavar="METHOD")
-    s = isub.add_parser("coop", help="a CoOp checkpoint from the official trainer (Dassl .pth.tar)")
-    s.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-50")
-    s.add_argument("--class-token-position", choices=["end", "middle", "front"], default="end")
-    s2 = isub.add_parser("templates", help="a hand-written template ensemble")
-    s2.add_argument(
+    coop = isub.add_parser(
+        "coop", help="a CoOp checkpoint from the official trainer (Dassl .pth.tar)"
+    )
+    coop.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-50")
+    coop.add_argument("--class-token-position", choices=["end", "middle", "front"], default="end")
+    kg = isub.add_parser("kgcoop", help="a KgCoOp checkpoint (htyao89/KgCoOp; CoOp at inference)")
+    kg.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-100")
+    tpl = isub.add_parser("templates", help="a hand-written template ensemble")
+    tpl.add_argument(
         "--templates",
         default="imagenet80",
         help="imagenet80, default, or a file with one template per line",
     )
-    for cmd in (s, s2):
+    cupl = isub.add_parser(
+        "cupl", help="CuPL generated prompts ({classname: [sentence, ...]} JSON)"
+    )
+    cupl.add_argument("prompts", type=Path, help="e.g. CuPL_image_prompts.json")
+    cupl.add_argument(
+        "--variant", choices=["cupl", "both"], default="cupl", help="both: add the 80 templates"
+    )
+    cupl.add_argument(
+        "--classnames", type=Path, help="subset/order of classes (default: the JSON's)"
+    )
+    for cmd in (coop, kg, tpl):
         cmd.add_argument(
             "--classnames", required=True, type=Path, help="one class name per line, or a JSON list"
         )
+    for cmd in (coop, kg, tpl, cupl):
         cmd.add_argument(
             "--backbone", required=True, help=f"the backbone it runs on, or {DEMO_HINT}"
         )

@@ -77,3 +77,18 @@ def import_coop(
     if ctx.dtype not in (torch.float16, torch.float32, torch.float64):
         ctx = ctx.float()  # e.g. bfloat16, which numpy/safetensors-numpy cannot hold
     return PromptArtifact(manifest, {"ctx": np.ascontiguousarray(ctx.numpy())})
+
+
+def import_kgcoop(
+    checkpoint: str | Path, *, classnames: list[str], backbone: BackboneSpec
+) -> PromptArtifact:
+    """KgCoOp (htyao89/KgCoOp `trainers/kgcoop.py`) saves CoOp's prompt learner plus keys it
+    does not use at inference (`bias_vectors`, `meta_net.*`); only `ctx` is kept, and the class
+    token is at the end, as its PromptLearner.forward does."""
+    return import_coop(
+        checkpoint,
+        classnames=classnames,
+        backbone=backbone,
+        class_token_position="end",
+        method="kgcoop",
+    )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from promptserve.exporters.artifacts import ArtifactError
 from promptserve.exporters.methods.base import PromptMethod
-from promptserve.exporters.methods.coop import CoOpMethod
+from promptserve.exporters.methods.coop import CoOpMethod, KgCoOpMethod
+from promptserve.exporters.methods.cupl import CuPLMethod
 from promptserve.exporters.methods.templates import TemplatesMethod
 
-METHODS: dict[str, type[PromptMethod]] = {m.name: m for m in (TemplatesMethod, CoOpMethod)}
+METHODS: dict[str, type[PromptMethod]] = {
+    m.name: m for m in (TemplatesMethod, CoOpMethod, KgCoOpMethod, CuPLMethod)
+}
 
 
 def get_method(name: str) -> type[PromptMethod]:
@@ -19,4 +22,12 @@ def get_method(name: str) -> type[PromptMethod]:
         ) from None
 
 
-__all__ = ["METHODS", "CoOpMethod", "PromptMethod", "TemplatesMethod", "get_method"]
+__all__ = [
+    "METHODS",
+    "CoOpMethod",
+    "CuPLMethod",
+    "KgCoOpMethod",
+    "PromptMethod",
+    "TemplatesMethod",
+    "get_method",
+]

@@ -93,3 +93,17 @@ def build_prompts(
             rows.append(np.concatenate(parts, axis=0))
         prompts = np.stack(rows)
     return np.ascontiguousarray(prompts, dtype=np.float32), ids.argmax(axis=-1)
+
+
+class KgCoOpMethod(CoOpMethod):
+    """`kgcoop` (Yao et al., CVPR 2023): CoOp at inference. Its knowledge-guided loss only
+    shapes training; htyao89/KgCoOp `trainers/kgcoop.py::PromptLearner.forward` always puts the
+    class token at the end, which `validate` enforces."""
+
+    name = "kgcoop"
+
+    @classmethod
+    def validate(cls, artifact: PromptArtifact, *, text_width: int) -> None:
+        super().validate(artifact, text_width=text_width)
+        if cls.params(artifact).class_token_position != "end":
+            raise ArtifactError("kgcoop places the class token at the end only")

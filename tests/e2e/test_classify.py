@@ -150,6 +150,33 @@ def test_register_list_get_delete(client, tiny_spec, images, tmp_path):
         client.classify(images[0], prompt_id="short-lived")
 
 
+def test_cupl_artifact_served_equals_direct_torch(client, tiny_spec, tiny_model, images, tmp_path):
+    import json
+
+    import open_clip
+    import torch
+
+    from promptserve.exporters.importers.cupl import import_cupl
+
+    prompts = {
+        "cat": ["A small feline with whiskers.", "A cat sleeping."],
+        "ship": ["A large boat at sea."],
+    }
+    (tmp_path / "p.json").write_text(json.dumps(prompts))
+    art = import_cupl(tmp_path / "p.json", backbone_id=tiny_spec.id)
+    client.register_prompt(art.save(tmp_path / "cupl"), prompt_id="e2e-cupl")
+    out = client.classify(images[:2], prompt_id="e2e-cupl", return_logits=True, downscale=False)
+    with torch.no_grad():  # CuPL's classifier: per class, mean of normalised sentence embeddings
+        rows = [
+            torch.nn.functional.normalize(
+                tiny_model.encode_text(open_clip.tokenize(s), normalize=True).mean(0), dim=-1
+            )
+            for s in prompts.values()
+        ]
+    want = reference.logits(tiny_model, images[:2], torch.stack(rows))
+    np.testing.assert_allclose([r.logits for r in out.results], want, atol=1e-4, rtol=0)
+
+
 def test_reregistering_an_id_serves_the_new_artifact(client, tiny_spec, images, tmp_path):
     for names in (["p", "q"], ["r", "s", "t"]):
         art = build_templates(names, backbone_id=tiny_spec.id, templates=["a {}."])

@@ -111,6 +111,52 @@ def test_import_coop_and_templates(tmp_path, tiny_spec):
     assert bad.returncode == 2 and "error" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_import_kgcoop_and_cupl(tmp_path, tiny_spec):
+    spec = f"{tiny_spec.arch}@{tiny_spec.weights}"
+    ckpt = tmp_path / "model.pth.tar-100"
+    state = {
+        "ctx": torch.randn(4, 64),
+        "bias_vectors": torch.randn(1, 512),
+        "meta_net.linear1.bias": torch.randn(512),
+    }
+    torch.save({"state_dict": state, "epoch": 100}, ckpt)
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    out = run(
+        "import",
+        "kgcoop",
+        str(ckpt),
+        "--classnames",
+        str(tmp_path / "classes.txt"),
+        "--backbone",
+        spec,
+        "-o",
+        str(tmp_path / "kg"),
+    )
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "kg" / "manifest.json").read_text())
+    assert manifest["method"] == "kgcoop" and manifest["hparams"]["class_token_position"] == "end"
+    (tmp_path / "cupl.json").write_text(
+        json.dumps({"cat": ["A small feline."], "dog": ["A loyal pet.", "Barks."]})
+    )
+    out = run(
+        "import",
+        "cupl",
+        str(tmp_path / "cupl.json"),
+        "--variant",
+        "both",
+        "--backbone",
+        spec,
+        "-o",
+        str(tmp_path / "cu"),
+    )
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "cu" / "manifest.json").read_text())
+    assert (
+        manifest["class_texts"] == [["A small feline."], ["A loyal pet.", "Barks."]]
+        and len(manifest["templates"]) == 80
+    )
+
+
 def test_export_custom_config(tmp_path, tiny_spec):
     out = run(
         "export", "--backbone", f"{tiny_spec.arch}@{tiny_spec.weights}", "-o", str(tmp_path / "b")
