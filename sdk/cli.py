@@ -54,6 +54,15 @@ def _import_kgcoop(args: argparse.Namespace, spec):
     )
 
 
+def _import_cocoop(args: argparse.Namespace, spec):
+    from promptserve.exporters.importers import read_classnames
+    from promptserve.exporters.importers.cocoop import import_cocoop
+
+    return import_cocoop(
+        args.checkpoint, classnames=read_classnames(args.classnames), backbone=spec
+    )
+
+
 def _import_cupl(args: argparse.Namespace, spec):
     from promptserve.exporters.importers import read_classnames
     from promptserve.exporters.importers.cupl import import_cupl
@@ -77,6 +86,7 @@ def _import_templates(args: argparse.Namespace, spec):
 IMPORTERS = {
     "coop": _import_coop,
     "kgcoop": _import_kgcoop,
+    "cocoop": _import_cocoop,
     "cupl": _import_cupl,
     "templates": _import_templates,
 }
@@ -181,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     coop.add_argument("--class-token-position", choices=["end", "middle", "front"], default="end")
     kg = isub.add_parser("kgcoop", help="a KgCoOp checkpoint (htyao89/KgCoOp; CoOp at inference)")
     kg.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-100")
+    coco = isub.add_parser("cocoop", help="a CoCoOp checkpoint (meta-net conditioned context)")
+    coco.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-10")
     tpl = isub.add_parser("templates", help="a hand-written template ensemble")
     tpl.add_argument(
         "--templates",
@@ -197,11 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     cupl.add_argument(
         "--classnames", type=Path, help="subset/order of classes (default: the JSON's)"
     )
-    for cmd in (coop, kg, tpl):
+    for cmd in (coop, kg, coco, tpl):
         cmd.add_argument(
             "--classnames", required=True, type=Path, help="one class name per line, or a JSON list"
         )
-    for cmd in (coop, kg, tpl, cupl):
+    for cmd in (coop, kg, coco, tpl, cupl):
         cmd.add_argument(
             "--backbone", required=True, help=f"the backbone it runs on, or {DEMO_HINT}"
         )

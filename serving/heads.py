@@ -1,8 +1,9 @@
 """Classification heads: per-prompt class-feature matrices, LRU-cached per replica.
 
-A head is all a request needs beyond the shared image embedding: logits are
-`logit_scale * normalize(image) @ features.T`, so requests for different prompts share one
-vision batch and differ only in this small matmul.
+A head is all a request needs beyond the shared image embedding: for precomputed methods the
+logits are `logit_scale * normalize(image) @ features.T`, so requests for different prompts share
+one vision batch and differ only in this small matmul; image-conditioned methods (CoCoOp) run
+their text side per batch instead (`ClassHead.dynamic`).
 """
 
 from __future__ import annotations
@@ -10,23 +11,18 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 
-from promptserve.exporters.text import TextTower, l2_normalize, template_ensemble
+from promptserve.exporters.methods import get_method
+from promptserve.exporters.methods.base import ClassHead
+from promptserve.exporters.text import TextTower, template_ensemble
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-
-@dataclass(frozen=True)
-class ClassHead:
-    labels: tuple[str, ...]
-    features: np.ndarray  # [n_cls, E], rows L2-normalised
 
 
 class LRU(Generic[K, V]):
@@ -75,8 +71,8 @@ class HeadBank:
     def prompt_head(self, prompt_id: str, content_id: str) -> ClassHead:
         head = self._prompts.get(content_id)
         if head is None:
-            features, labels = self.store.load_features(prompt_id, content_id)
-            head = ClassHead(tuple(labels), features)
+            artifact, features = self.store.load(prompt_id, content_id)
+            head = get_method(artifact.manifest.method).make_head(artifact, features, self.tower)
             self._prompts.put(content_id, head)
             metrics().artifact_loads.inc()
         return head
@@ -122,7 +118,7 @@ def score(
     return_logits: bool,
 ) -> list[dict]:
     """Per image: top-k labels with softmax scores (and all logits on request)."""
-    logits = logit_scale * l2_normalize(image_embeds) @ head.features.T
+    logits = head.logits(image_embeds, logit_scale)
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)

@@ -114,23 +114,21 @@ class PromptStore:
         self.info(prompt_id)  # 404 if absent
         self.fs.rm(self._path(prompt_id), recursive=True)
 
-    def load_features(self, prompt_id: str, content_id: str) -> tuple[np.ndarray, list[str]]:
+    def load(self, prompt_id: str, content_id: str) -> tuple[PromptArtifact, np.ndarray]:
+        """The artifact and its registration-time class features, if still `content_id`."""
         from safetensors.numpy import load
 
         try:
             blob = self.fs.cat(self._path(prompt_id, FEATURES_FILE))
-            manifest = ArtifactManifest.model_validate_json(
-                self.fs.cat(self._path(prompt_id, MANIFEST_FILE))
-            )
+            manifest = self.fs.cat(self._path(prompt_id, MANIFEST_FILE)).decode()
+            tensors = self.fs.cat(self._path(prompt_id, TENSORS_FILE))
         except FileNotFoundError:
             raise PromptNotFound(f"prompt {prompt_id!r} was deleted", param="prompt_id") from None
-
-        meta = _safetensors_metadata(blob)
-        if meta.get("content_id") != content_id:
+        if _safetensors_metadata(blob).get("content_id") != content_id:
             raise PromptNotFound(
                 f"prompt {prompt_id!r} was replaced; retry the request", param="prompt_id"
             )
-        return load(blob)["features"], manifest.classnames
+        return PromptArtifact.from_parts(manifest, tensors), load(blob)["features"]
 
 
 def _safetensors_metadata(blob: bytes) -> dict[str, str]:

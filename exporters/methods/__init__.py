@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from promptserve.exporters.artifacts import ArtifactError
-from promptserve.exporters.methods.base import PromptMethod
+from promptserve.exporters.methods.base import ClassHead, PromptMethod
+from promptserve.exporters.methods.cocoop import CoCoOpMethod
 from promptserve.exporters.methods.coop import CoOpMethod, KgCoOpMethod
 from promptserve.exporters.methods.cupl import CuPLMethod
 from promptserve.exporters.methods.templates import TemplatesMethod
 
 METHODS: dict[str, type[PromptMethod]] = {
-    m.name: m for m in (TemplatesMethod, CoOpMethod, KgCoOpMethod, CuPLMethod)
+    m.name: m for m in (TemplatesMethod, CoOpMethod, KgCoOpMethod, CoCoOpMethod, CuPLMethod)
 }
 
 
@@ -24,6 +25,8 @@ def get_method(name: str) -> type[PromptMethod]:
 
 __all__ = [
     "METHODS",
+    "ClassHead",
+    "CoCoOpMethod",
     "CoOpMethod",
     "CuPLMethod",
     "KgCoOpMethod",

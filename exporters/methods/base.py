@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.text import TextTower
+from promptserve.exporters.text import TextTower, l2_normalize
+
+
+@dataclass(frozen=True)
+class ClassHead:
+    """Precomputed class features: logits are one matmul, so requests for different prompts
+    share the vision batch and differ only here."""
+
+    labels: tuple[str, ...]
+    features: np.ndarray  # [n_cls, E], rows L2-normalised
+    dynamic = False  # True for heads whose text side depends on the image (CoCoOp)
+
+    def logits(self, image_embeds: np.ndarray, logit_scale: float) -> np.ndarray:
+        return logit_scale * l2_normalize(image_embeds) @ self.features.T
 
 
 class NoParams(BaseModel):
@@ -32,11 +46,20 @@ class PromptMethod(ABC):
             raise ArtifactError(f"{cls.name} hparams: {exc.errors()[0]['msg']}") from exc
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, *, text_width: int) -> None:
-        """Raise ArtifactError if the artifact cannot run on a backbone of this text width."""
+    def validate(
+        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+    ) -> None:
+        """Raise ArtifactError if the artifact cannot run on a backbone of these widths."""
         cls.params(artifact)
 
     @classmethod
     @abstractmethod
     def class_features(cls, artifact: PromptArtifact, tower: TextTower) -> np.ndarray:
-        """[n_cls, E] L2-normalised class text features."""
+        """[n_cls, E] L2-normalised class text features, computed once at registration."""
+
+    @classmethod
+    def make_head(
+        cls, artifact: PromptArtifact, features: np.ndarray, tower: TextTower
+    ) -> ClassHead:
+        """The head a replica serves; methods whose text side depends on the image override it."""
+        return ClassHead(tuple(artifact.manifest.classnames), features)

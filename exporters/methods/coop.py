@@ -33,7 +33,9 @@ class CoOpMethod(PromptMethod):
     params_model = CoOpParams
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, *, text_width: int) -> None:
+    def validate(
+        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+    ) -> None:
         p: CoOpParams = cls.params(artifact)
         ctx = artifact.tensors.get("ctx")
         n_cls = len(artifact.manifest.classnames)
@@ -103,7 +105,9 @@ class KgCoOpMethod(CoOpMethod):
     name = "kgcoop"
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, *, text_width: int) -> None:
-        super().validate(artifact, text_width=text_width)
+    def validate(
+        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+    ) -> None:
+        super().validate(artifact, text_width=text_width, embed_dim=embed_dim)
         if cls.params(artifact).class_token_position != "end":
             raise ArtifactError("kgcoop places the class token at the end only")

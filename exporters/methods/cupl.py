@@ -29,8 +29,10 @@ class CuPLMethod(PromptMethod):
     params_model = CuPLParams
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, *, text_width: int) -> None:
-        super().validate(artifact, text_width=text_width)
+    def validate(
+        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+    ) -> None:
+        super().validate(artifact, text_width=text_width, embed_dim=embed_dim)
         m = artifact.manifest
         texts = m.class_texts
         if texts is None or len(texts) != len(m.classnames):

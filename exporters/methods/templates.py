@@ -14,8 +14,10 @@ class TemplatesMethod(PromptMethod):
     name = "templates"
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, *, text_width: int) -> None:
-        super().validate(artifact, text_width=text_width)
+    def validate(
+        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+    ) -> None:
+        super().validate(artifact, text_width=text_width, embed_dim=embed_dim)
         try:
             resolve_templates(artifact.manifest.templates or None)
         except ValueError as exc:

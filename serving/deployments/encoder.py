@@ -100,13 +100,15 @@ class EncoderDeployment:
         finally:
             self._pending -= 1
             metrics().queue_length.set(self._pending)
-        results = score(
-            embeds,
-            head,
-            logit_scale=self.bundle.manifest.logit_scale,
-            top_k=call.top_k,
-            return_logits=call.return_logits,
-        )
+        options = {
+            "logit_scale": self.bundle.manifest.logit_scale,
+            "top_k": call.top_k,
+            "return_logits": call.return_logits,
+        }
+        if head.dynamic:  # e.g. CoCoOp: text encoder per image, off the event loop
+            results = await asyncio.to_thread(score, embeds, head, **options)
+        else:
+            results = score(embeds, head, **options)
         return {"results": results, "batch_images": batch_images}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
@@ -145,7 +147,8 @@ class EncoderDeployment:
         try:
             artifact = PromptArtifact.from_parts(manifest, tensors)
             method = get_method(artifact.manifest.method)
-            method.validate(artifact, text_width=self.bundle.manifest.text_width)
+            m = self.bundle.manifest
+            method.validate(artifact, text_width=m.text_width, embed_dim=m.embed_dim)
             features = method.class_features(artifact, self.engine.text_tower)
         except ArtifactError as exc:
             raise InvalidInput(str(exc), param="manifest") from None

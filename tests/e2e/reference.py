@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 
-def image_features(model, blobs: list[bytes]) -> torch.Tensor:
-    """open_clip's eval transform + encode_image(normalize=True)."""
+def preprocess(model, blobs: list[bytes]) -> torch.Tensor:
+    """open_clip's eval transform, batched."""
     cfg = model.visual.preprocess_cfg
     transform = open_clip.image_transform(
         model.visual.image_size,
@@ -21,9 +21,13 @@ def image_features(model, blobs: list[bytes]) -> torch.Tensor:
         std=cfg["std"],
         interpolation=cfg["interpolation"],
     )
-    x = torch.stack([transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
+    return torch.stack([transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
+
+
+def image_features(model, blobs: list[bytes]) -> torch.Tensor:
+    """open_clip's eval transform + encode_image(normalize=True)."""
     with torch.no_grad():
-        return model.encode_image(x, normalize=True)
+        return model.encode_image(preprocess(model, blobs), normalize=True)
 
 
 def template_classifier(model, classnames: list[str], templates: list[str]) -> torch.Tensor:

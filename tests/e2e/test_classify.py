@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -175,6 +176,47 @@ def test_cupl_artifact_served_equals_direct_torch(client, tiny_spec, tiny_model,
         ]
     want = reference.logits(tiny_model, images[:2], torch.stack(rows))
     np.testing.assert_allclose([r.logits for r in out.results], want, atol=1e-4, rtol=0)
+
+
+def test_cocoop_served_equals_official_forward(
+    server, client, tiny_spec, tiny_model, images, tmp_path
+):
+    """CoCoOp's text side depends on each image; served through the real app (mixed with a
+    precomputed prompt in the same vision batch) it still equals the official forward."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity"))
+    from test_cocoop_parity import (
+        CLASSNAMES,
+        PromptLearner,
+        load_model,
+        reference_logits,
+        save_cocoop_checkpoint,
+    )
+
+    from promptserve.exporters.importers.cocoop import import_cocoop
+
+    learner = PromptLearner(CLASSNAMES, tiny_model, n_ctx=4, seed=8)
+    path = save_cocoop_checkpoint(tmp_path, learner, torch.float32)
+    art = import_cocoop(path, classnames=CLASSNAMES, backbone=tiny_spec)
+    assert (
+        client.register_prompt(art.save(tmp_path / "art"), prompt_id="e2e-cocoop").method
+        == "cocoop"
+    )
+    with ThreadPoolExecutor(2) as pool:  # concurrent: shares the vision batch with a plain prompt
+        co = pool.submit(
+            client.classify, images[:3], prompt_id="e2e-cocoop", return_logits=True, downscale=False
+        )
+        pool.submit(client.classify, images[3:5], labels=["x", "y"], downscale=False).result()
+        out = co.result()
+    with torch.no_grad():
+        pixels = reference.preprocess(tiny_model, images[:3])
+    want = reference_logits(tiny_model, load_model(tiny_model, learner), pixels)
+    np.testing.assert_allclose([r.logits for r in out.results], want, atol=1e-4, rtol=0)
+    assert out.labels == CLASSNAMES
 
 
 def test_reregistering_an_id_serves_the_new_artifact(client, tiny_spec, images, tmp_path):

@@ -135,6 +135,18 @@ def test_import_kgcoop_and_cupl(tmp_path, tiny_spec):
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "kg" / "manifest.json").read_text())
     assert manifest["method"] == "kgcoop" and manifest["hparams"]["class_token_position"] == "end"
+    meta = {
+        "ctx": torch.randn(4, 64),
+        "meta_net.linear1.weight": torch.randn(4, 64),
+        "meta_net.linear1.bias": torch.randn(4),
+        "meta_net.linear2.weight": torch.randn(64, 4),
+        "meta_net.linear2.bias": torch.randn(64),
+    }
+    torch.save({"state_dict": meta, "epoch": 10}, tmp_path / "cocoop.pth.tar-10")
+    out = run("import", "cocoop", str(tmp_path / "cocoop.pth.tar-10"), "--classnames", str(tmp_path / "classes.txt"),
+              "--backbone", spec, "-o", str(tmp_path / "co"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "co" / "manifest.json").read_text())["hparams"] == {"n_ctx": 4}
     (tmp_path / "cupl.json").write_text(
         json.dumps({"cat": ["A small feline."], "dog": ["A loyal pet.", "Barks."]})
     )

@@ -25,12 +25,13 @@ def test_store_roundtrip_replace_delete(tmp_path):
     a = build_templates(["cat", "dog"], backbone_id="b")
     info = store.put("pets", a, np.ones((2, 4), np.float32))
     assert info.content_id == a.content_id and [p.prompt_id for p in store.list()] == ["pets"]
-    feats, labels = store.load_features("pets", a.content_id)
-    assert labels == ["cat", "dog"] and feats.shape == (2, 4)
+    art, feats = store.load("pets", a.content_id)
+    assert art.manifest.classnames == ["cat", "dog"] and feats.shape == (2, 4)
+    assert art.content_id == a.content_id
     b = build_templates(["cat", "dog", "cow"], backbone_id="b")
     store.put("pets", b, np.ones((3, 4), np.float32))
     with pytest.raises(PromptNotFound, match="replaced"):
-        store.load_features(
+        store.load(
             "pets", a.content_id
         )  # a replica holding the old id must not serve stale features
     store.delete("pets")

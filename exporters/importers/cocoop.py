@@ -1,0 +1,50 @@
+"""Import a CoCoOp checkpoint saved by the official trainer (KaiyangZhou/CoOp `trainers/cocoop.py`
+via Dassl): `prompt_learner/model.pth.tar-N` holding `ctx`, `meta_net.linear1/linear2.*` and the
+`token_prefix`/`token_suffix` buffers, which are rebuilt from the given class names instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.exporters.backbones import BackboneSpec, file_sha256
+from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
+from promptserve.exporters.methods.cocoop import META_KEYS
+
+
+def import_cocoop(
+    checkpoint: str | Path, *, classnames: list[str], backbone: BackboneSpec
+) -> PromptArtifact:
+    """Example:
+    >>> import_cocoop(".../prompt_learner/model.pth.tar-10", classnames=names,
+    ...               backbone=BackboneSpec.parse("ViT-B-16:openai")).save("artifacts/cocoop")
+    """
+    ckpt = load_checkpoint(checkpoint)
+    state = {k.removeprefix("prompt_learner."): v for k, v in extract_state_dict(ckpt).items()}
+    missing = [k for k in ("ctx", *META_KEYS) if k not in state]
+    if missing:
+        raise ArtifactError(f"{checkpoint} is not a CoCoOp prompt learner: missing {missing}")
+    ctx = state["ctx"]
+    if ctx.ndim != 2:
+        raise ArtifactError(f"CoCoOp `ctx` should be [n_ctx, D]; got {tuple(ctx.shape)}")
+    if ctx.shape[-1] != backbone.text_width():
+        raise ArtifactError(
+            f"context width {ctx.shape[-1]} does not match {backbone.arch}'s text width {backbone.text_width()}"
+        )
+    tensors = {}
+    for key in ("ctx", *META_KEYS):
+        t = state[key].detach().cpu()
+        t = t if t.dtype in (torch.float16, torch.float32) else t.float()
+        tensors[key] = np.ascontiguousarray(t.numpy())
+    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
+    manifest = ArtifactManifest(
+        method="cocoop",
+        backbone=backbone.id,
+        classnames=list(classnames),
+        hparams={"n_ctx": int(ctx.shape[0])},
+        source=f"{Path(checkpoint).name} (epoch {epoch}, sha256 {file_sha256(checkpoint)[:16]})",
+    )
+    return PromptArtifact(manifest, tensors)
