@@ -70,6 +70,9 @@ class BundleManifest(BaseModel):
     token_embedding_file: str = "token_embedding.safetensors"
     tokenizer_file: str = "bpe_simple_vocab_16e6.txt.gz"
     parity: dict[str, ParityResult] = Field(default_factory=dict)
+    text_truncation: bool = Field(
+        False, description="The text graph accepts sequences cut after their last EOT token."
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
 

@@ -69,7 +69,10 @@ def export_bundle(
         emb = model.token_embedding(ids)
     eot = ids.argmax(dim=-1)
     steps.set_postfix_str("export text graph")
-    _export(text, (emb, eot), out / "text.onnx", batch_inputs=TextGraph.input_names)
+    _export(
+        text, (emb, eot), out / "text.onnx", batch_inputs=TextGraph.input_names,
+        seq_inputs={"token_embeddings": int(model.context_length)},
+    )  # fmt: skip
     steps.update()
 
     steps.set_postfix_str("tokenizer + embeddings")
@@ -112,6 +115,7 @@ def export_bundle(
             ),
         },
         parity=parity,
+        text_truncation=True,
     )
     (out / BUNDLE_FILE).write_text(manifest.model_dump_json(indent=2))
     steps.update()
@@ -127,9 +131,18 @@ def export_bundle(
 
 
 def _export(
-    module: torch.nn.Module, args: tuple, path: Path, *, batch_inputs: tuple[str, ...]
+    module: torch.nn.Module,
+    args: tuple,
+    path: Path,
+    *,
+    batch_inputs: tuple[str, ...],
+    seq_inputs: dict[str, int] | None = None,
 ) -> None:
+    """Dim 0 of every input is the batch; `seq_inputs` also get a dynamic dim 1 up to a max."""
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    shapes: dict[str, dict] = {name: {0: batch} for name in batch_inputs}
+    for name, longest in (seq_inputs or {}).items():
+        shapes[name][1] = torch.export.Dim("seq", min=2, max=longest)
     # torch.onnx narrates every pass on stdout and warns about internals; the progress bar and
     # the parity report are what users need to see.
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -140,7 +153,7 @@ def _export(
             str(path),
             input_names=list(batch_inputs),
             output_names=list(module.output_names),
-            dynamic_shapes={name: {0: batch} for name in batch_inputs},
+            dynamic_shapes=shapes,
             dynamo=True,
             external_data=False,
             verbose=False,

@@ -26,7 +26,8 @@ class VisionGraph(nn.Module):
 
 
 class TextGraph(nn.Module):
-    """token_embeddings [N, L, D], eot_index [N] -> text_embeds [N, E] (unnormalised).
+    """token_embeddings [N, L, D], eot_index [N] -> text_embeds [N, E] (unnormalised), for any
+    L from max(eot_index) + 1 up to the context length.
 
     Mirrors open_clip `model.py::CLIP.encode_text` after the token-embedding lookup, and the
     `TextEncoder` of KaiyangZhou/CoOp `trainers/coop.py`.
@@ -44,8 +45,11 @@ class TextGraph(nn.Module):
         self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
 
     def forward(self, token_embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
-        x = token_embeddings + self.positional_embedding
-        x = self.transformer(x, attn_mask=self.attn_mask)
+        # Sequences may be cut after their last EOT: attention is causal, so positions after
+        # the EOT never reach it, and a shorter L is the same computation with less work.
+        length = token_embeddings.shape[1]
+        x = token_embeddings + self.positional_embedding[:length]
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index]
         if isinstance(self.text_projection, nn.Linear):

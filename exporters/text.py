@@ -26,26 +26,41 @@ class TextTower:
         encode_fn: EncodeFn,
         *,
         chunk_size: int = 256,
+        truncate: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.token_embedding = token_embedding
         self._encode_fn = encode_fn
         self.chunk_size = chunk_size
+        self.truncate = truncate
 
     def embed_tokens(self, ids: np.ndarray) -> np.ndarray:
         """[N, L] int ids -> [N, L, D] float32 embeddings."""
         return self.token_embedding[ids].astype(np.float32, copy=False)
 
     def encode(self, embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
-        """[N, L, D], [N] -> [N, E], in chunks so long vocabularies stay within memory."""
-        out = [
-            self._encode_fn(
-                np.ascontiguousarray(embeddings[i : i + self.chunk_size], dtype=np.float32),
-                np.ascontiguousarray(eot_index[i : i + self.chunk_size], dtype=np.int64),
+        """[N, L, D], [N] -> [N, E], in chunks so long vocabularies stay within memory.
+
+        With `truncate` (bundles whose text graph allows it), sequences are grouped by length
+        and each chunk is cut after its longest EOT: CLIP's text attention is causal, so this is
+        the same computation on ~5-8x fewer tokens for typical prompts.
+        """
+        order = np.argsort(eot_index, kind="stable") if self.truncate else np.arange(len(eot_index))
+        parts = []
+        for i in range(0, len(order), self.chunk_size):
+            idx = order[i : i + self.chunk_size]
+            eot = eot_index[idx]
+            length = int(eot.max()) + 1 if self.truncate else embeddings.shape[1]
+            parts.append(
+                self._encode_fn(
+                    np.ascontiguousarray(embeddings[idx, :length], dtype=np.float32),
+                    np.ascontiguousarray(eot, dtype=np.int64),
+                )
             )
-            for i in range(0, len(embeddings), self.chunk_size)
-        ]
-        return np.concatenate(out, axis=0)
+        out = np.concatenate(parts, axis=0)
+        result = np.empty_like(out)
+        result[order] = out
+        return result
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Plain strings -> [N, E] unnormalised features (as CLIP's encode_text)."""

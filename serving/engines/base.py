@@ -54,6 +54,7 @@ class Engine(ABC):
             self.bundle.token_embedding,
             self.encode_text,
             chunk_size=self.options.text_chunk_size,
+            truncate=self.bundle.manifest.text_truncation,
         )
 
     def warmup(self) -> None:

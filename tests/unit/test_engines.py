@@ -52,3 +52,24 @@ def test_missing_execution_provider_is_explained(tiny_bundle):
         create_engine(
             "onnxruntime", tiny_bundle, EngineOptions(providers=["TensorrtExecutionProvider"])
         )
+
+
+@pytest.mark.parametrize("engine_name", ["onnxruntime", "torch"])
+def test_text_sequences_cut_after_eot_give_the_same_features(tiny_bundle, engine_name):
+    """Causal attention: positions after a sequence's EOT never reach it, so the tower may cut
+    chunks after their longest EOT (and group by length) without changing any feature."""
+    engine = create_engine(engine_name, tiny_bundle)
+    tower = engine.text_tower
+    assert tiny_bundle.manifest.text_truncation and tower.truncate
+    texts = ["a cat.", "X X X X a golden retriever.", "a " + "very " * 30 + "long caption.", "dog"]
+    texts = texts * 3  # more than one chunk below
+    tower.chunk_size = 5
+    ids = tiny_bundle.tokenizer(texts)
+    emb = tower.embed_tokens(ids)
+    full = engine.encode_text(emb, ids.argmax(-1))  # every sequence at the full 77 tokens
+    np.testing.assert_allclose(tower.encode(emb, ids.argmax(-1)), full, atol=1e-5)
+    calls = []
+    real = tower._encode_fn
+    tower._encode_fn = lambda e, i: (calls.append(e.shape[1]), real(e, i))[1]
+    tower.encode(emb, ids.argmax(-1))
+    assert max(calls) < 77 and len(set(calls)) > 1  # cut, and shorter for the short chunks
