@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
-from promptserve.exporters.backbones import BackboneSpec, file_sha256
+from promptserve.exporters.backbones import BackboneSpec
 from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
+from promptserve.exporters.importers import checkpoint_source, to_numpy
 from promptserve.exporters.methods.cocoop import META_KEYS
 
 
@@ -34,17 +32,12 @@ def import_cocoop(
         raise ArtifactError(
             f"context width {ctx.shape[-1]} does not match {backbone.arch}'s text width {backbone.text_width()}"
         )
-    tensors = {}
-    for key in ("ctx", *META_KEYS):
-        t = state[key].detach().cpu()
-        t = t if t.dtype in (torch.float16, torch.float32) else t.float()
-        tensors[key] = np.ascontiguousarray(t.numpy())
-    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
+    tensors = {key: to_numpy(state[key]) for key in ("ctx", *META_KEYS)}
     manifest = ArtifactManifest(
         method="cocoop",
         backbone=backbone.id,
         classnames=list(classnames),
         hparams={"n_ctx": int(ctx.shape[0])},
-        source=f"{Path(checkpoint).name} (epoch {epoch}, sha256 {file_sha256(checkpoint)[:16]})",
+        source=checkpoint_source(checkpoint, ckpt),
     )
     return PromptArtifact(manifest, tensors)

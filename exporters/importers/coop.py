@@ -11,12 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import torch
-
 from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
-from promptserve.exporters.backbones import BackboneSpec, file_sha256
+from promptserve.exporters.backbones import BackboneSpec
 from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
+from promptserve.exporters.importers import checkpoint_source, to_numpy
 from promptserve.exporters.methods.coop import CoOpMethod
 
 CTX_KEYS = ("ctx", "prompt_learner.ctx")
@@ -62,7 +60,6 @@ def import_coop(
             f"context width {ctx.shape[-1]} does not match {backbone.arch}'s text width {width}; "
             "was it trained on another CLIP backbone?"
         )
-    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
     manifest = ArtifactManifest(
         method=method,
         backbone=backbone.id,
@@ -72,11 +69,9 @@ def import_coop(
             "csc": csc,
             "class_token_position": class_token_position,
         },
-        source=f"{Path(checkpoint).name} (epoch {epoch}, sha256 {file_sha256(checkpoint)[:16]})",
+        source=checkpoint_source(checkpoint, ckpt),
     )
-    if ctx.dtype not in (torch.float16, torch.float32, torch.float64):
-        ctx = ctx.float()  # e.g. bfloat16, which numpy/safetensors-numpy cannot hold
-    return PromptArtifact(manifest, {"ctx": np.ascontiguousarray(ctx.numpy())})
+    return PromptArtifact(manifest, {"ctx": to_numpy(ctx)})
 
 
 def import_kgcoop(
