@@ -120,7 +120,14 @@ class PromptArtifact:
         return cls(parsed, arrays)
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_validation_error(exc, *, default: str = "body", skip: int = 0) -> tuple[str, str]:
+    """(where, message) of a pydantic/FastAPI validation error's first problem; `skip` drops
+    leading location parts (FastAPI prefixes "body")."""
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "manifest"
-    return f"{where}: {err['msg']}"
+    where = ".".join(str(p) for p in err["loc"][skip:]) or default
+    return where, err["msg"]
+
+
+def _first_error(exc: ValidationError) -> str:
+    where, msg = first_validation_error(exc, default="manifest")
+    return f"{where}: {msg}"

@@ -180,20 +180,21 @@ def _parity(
     )
 
 
+def _square(size: int | tuple[int, int] | list[int]) -> int:
+    """open_clip sizes are an int or an (H, W) pair; promptserve serves square inputs."""
+    return int(size if isinstance(size, int) else size[0])
+
+
 def _image_size(model) -> int:
-    size = model.visual.image_size
-    size = size if isinstance(size, int) else size[0]
-    return int(size)
+    return _square(model.visual.image_size)
 
 
 def _preprocess_cfg(model) -> PreprocessConfig:
     from open_clip.model import get_model_preprocess_cfg
 
     cfg = get_model_preprocess_cfg(model)
-    size = cfg.get("size", _image_size(model))
-    size = size if isinstance(size, int) else size[0]
     return PreprocessConfig(
-        size=int(size),
+        size=_square(cfg.get("size", model.visual.image_size)),
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         interpolation=cfg.get("interpolation", "bicubic"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from promptserve.exporters.artifacts import first_validation_error
 from promptserve.types.errors import ErrorBody, ErrorDetail, ErrorType
 
 
@@ -34,6 +35,12 @@ def _rebuild(cls, message, param, headers):
 
 class InvalidInput(ServeError):
     status, type = 400, "invalid_input"
+
+    @classmethod
+    def from_validation(cls, exc, *, prefix: str = "", skip: int = 0) -> InvalidInput:
+        """The first problem of a pydantic/FastAPI validation error, named by its location."""
+        where, msg = first_validation_error(exc, skip=skip)
+        return cls(f"{prefix}{where}: {msg}", param=where)
 
 
 class PayloadTooLarge(ServeError):

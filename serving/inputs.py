@@ -18,17 +18,23 @@ from promptserve.serving.errors import InvalidInput, PayloadTooLarge
 from promptserve.types import ClassifyRequest
 
 
-async def read_body(request: Request, limits: LimitsConfig) -> bytes:
-    """The raw body, refusing oversized ones before reading them when the size is declared."""
+def _refuse_declared_oversize(request: Request, limits: LimitsConfig) -> None:
+    """Refuse a body whose declared size is over the limit before reading any of it."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise PayloadTooLarge(_too_large(int(declared), limits))
-    body = b""
+
+
+async def read_body(request: Request, limits: LimitsConfig) -> bytes:
+    """The raw body, bounded by `limits.max_body_bytes` whether or not its size is declared."""
+    _refuse_declared_oversize(request, limits)
+    chunks, size = [], 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise PayloadTooLarge(_too_large(len(body), limits))
-    return body
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise PayloadTooLarge(_too_large(size, limits))
+    return b"".join(chunks)
 
 
 def _too_large(size: int, limits: LimitsConfig) -> str:
@@ -78,9 +84,7 @@ def _validate(body: bytes) -> ClassifyRequest:
     try:
         return ClassifyRequest.model_validate_json(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise InvalidInput(f"{where}: {err['msg']}", param=where) from None
+        raise InvalidInput.from_validation(exc) from None
 
 
 def _b64(data: str, i: int) -> bytes:
@@ -93,9 +97,7 @@ def _b64(data: str, i: int) -> bytes:
 async def _parse_multipart(
     request: Request, limits: LimitsConfig
 ) -> tuple[ClassifyRequest, list[bytes]]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise PayloadTooLarge(_too_large(int(declared), limits))
+    _refuse_declared_oversize(request, limits)
     form = await request.form(
         max_files=limits.max_images_per_request + 1, max_part_size=limits.max_body_bytes
     )

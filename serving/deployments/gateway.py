@@ -131,9 +131,7 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"][1:]) or "body"
-    return await _serve_error(_, InvalidInput(f"{where}: {err['msg']}", param=where))
+    return await _serve_error(_, InvalidInput.from_validation(exc, skip=1))
 
 
 class Gateway:
@@ -375,10 +373,8 @@ class Gateway:
             try:
                 req = RegisterPromptRequest.model_validate_json(body)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"]) or "body"
-                raise InvalidInput(
-                    f"invalid registration body: {where}: {err['msg']}", param=where
+                raise InvalidInput.from_validation(
+                    exc, prefix="invalid registration body: "
                 ) from None
             try:
                 tensors = base64.b64decode(req.tensors, validate=True) if req.tensors else None
