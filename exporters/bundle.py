@@ -3,6 +3,7 @@
 Layout of a bundle directory:
     bundle.json              BundleManifest (below)
     vision.onnx, text.onnx   graphs (see exporters/graphs.py for their inputs and outputs)
+    vision_prompted.onnx, text_prompted.onnx   the same towers taking deep prompts (optional)
     token_embedding.safetensors   the text tower's token-embedding table, so the server can
                              build prompt embeddings without torch
     bpe_simple_vocab_16e6.txt.gz  the CLIP BPE vocabulary
@@ -20,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.exporters.backbones import BackboneSpec
+from promptserve.exporters.deep_prompts import DeepPromptSlots
 from promptserve.exporters.tokenizer import ClipTokenizer
 
 BUNDLE_FILE = "bundle.json"
@@ -73,6 +75,9 @@ class BundleManifest(BaseModel):
     text_truncation: bool = Field(
         False, description="The text graph accepts sequences cut after their last EOT token."
     )
+    deep_prompts: DeepPromptSlots | None = Field(
+        None, description="Set when the bundle has the prompted graphs (MaPLe, IVLP)."
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
 
@@ -99,6 +104,9 @@ class Bundle:
             raise BundleError(
                 f"bundle has no {name!r} graph; it has {sorted(self.manifest.graphs)}"
             ) from None
+
+    def has_graph(self, name: str) -> bool:
+        return name in self.manifest.graphs
 
     @cached_property
     def tokenizer(self) -> ClipTokenizer:

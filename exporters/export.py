@@ -24,9 +24,16 @@ from promptserve.exporters.bundle import (
     ParityResult,
     PreprocessConfig,
 )
-from promptserve.exporters.graphs import TextGraph, VisionGraph
+from promptserve.exporters.deep_prompts import DeepPromptSlots
+from promptserve.exporters.graphs import (
+    PromptedTextGraph,
+    PromptedVisionGraph,
+    TextGraph,
+    VisionGraph,
+)
 
 FP32_TOLERANCE = 1e-4
+DEFAULT_MAX_PROMPT_TOKENS = 16
 _PARITY_TEXTS = ["a photo of a dog.", "X X X X a cat.", "an origami airplane in the snow."]
 
 
@@ -40,8 +47,13 @@ def export_bundle(
     *,
     tolerance: float = FP32_TOLERANCE,
     progress: bool = True,
+    deep_prompts: bool = True,
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
 ) -> BundleManifest:
     """Export `spec`'s vision and text graphs to ONNX and check them against torch.
+
+    With `deep_prompts`, the prompted variants (MaPLe, IVLP) are exported too: they cost a
+    second copy of each tower's weights on disk and serve every deep-prompt artifact.
 
     Example:
         >>> export_bundle(BackboneSpec.parse("ViT-B-32:openai"), "bundles/vit-b-32")
@@ -50,7 +62,8 @@ def export_bundle(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=6, desc="export", disable=not progress, unit="step")
+    steps = tqdm(total=7, desc="export", disable=not progress, unit="step")
+    bounds = {"batch": (1, 1 << 16), "prompt": (1, max_prompt_tokens)}
 
     steps.set_postfix_str("load backbone")
     model = spec.load()
@@ -60,7 +73,7 @@ def export_bundle(
     size = _image_size(model)
     pixels = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     steps.set_postfix_str("export vision graph")
-    _export(vision, (pixels,), out / "vision.onnx", batch_inputs=VisionGraph.input_names)
+    _export(vision, (pixels,), out / "vision.onnx", bounds)
     steps.update()
 
     tokenizer = open_clip.get_tokenizer(spec.arch)
@@ -69,10 +82,29 @@ def export_bundle(
         emb = model.token_embedding(ids)
     eot = ids.argmax(dim=-1)
     steps.set_postfix_str("export text graph")
-    _export(
-        text, (emb, eot), out / "text.onnx", batch_inputs=TextGraph.input_names,
-        seq_inputs={"token_embeddings": int(model.context_length)},
-    )  # fmt: skip
+    bounds["seq"] = (2, int(model.context_length))
+    _export(text, (emb, eot), out / "text.onnx", bounds)
+    steps.update()
+
+    graphs = {"vision": (vision, (pixels,)), "text": (text, (emb, eot))}
+    slots = None
+    if deep_prompts and not _prompt_ready(model):
+        steps.write(f"{spec.id}: no prompted graphs (deep prompts need a CLIP ViT)")
+    elif deep_prompts:
+        steps.set_postfix_str("export prompted graphs")
+        pv, pt = PromptedVisionGraph(model).eval(), PromptedTextGraph(model).eval()
+        v_args, t_args = _prompted_examples(pv, pt, pixels, emb, eot, tokens=2)
+        _export(pv, v_args, out / "vision_prompted.onnx", bounds)
+        _export(pt, t_args, out / "text_prompted.onnx", bounds)
+        # parity on other prompt lengths and depths than the traced ones
+        graphs["vision_prompted"] = (pv, _prompted_examples(pv, pt, pixels, emb, eot, 3)[0])
+        graphs["text_prompted"] = (pt, _prompted_examples(pv, pt, pixels, emb, eot, 3)[1])
+        slots = DeepPromptSlots(
+            vision_layers=pv.layers,
+            vision_width=int(model.visual.conv1.weight.shape[0]),
+            text_layers=pt.layers,
+            max_tokens=max_prompt_tokens,
+        )
     steps.update()
 
     steps.set_postfix_str("tokenizer + embeddings")
@@ -87,10 +119,8 @@ def export_bundle(
 
     steps.set_postfix_str("parity")
     parity = {
-        "vision": _parity(
-            vision, out / "vision.onnx", (pixels,), VisionGraph.input_names, tolerance
-        ),
-        "text": _parity(text, out / "text.onnx", (emb, eot), TextGraph.input_names, tolerance),
+        name: _parity(module, out / f"{name}.onnx", args, tolerance)
+        for name, (module, args) in graphs.items()
     }
     steps.update()
 
@@ -103,19 +133,16 @@ def export_bundle(
         logit_scale=float(model.logit_scale.detach().exp()),
         preprocess=_preprocess_cfg(model),
         graphs={
-            "vision": GraphInfo(
-                file="vision.onnx",
-                inputs=list(VisionGraph.input_names),
-                outputs=list(VisionGraph.output_names),
-            ),
-            "text": GraphInfo(
-                file="text.onnx",
-                inputs=list(TextGraph.input_names),
-                outputs=list(TextGraph.output_names),
-            ),
+            name: GraphInfo(
+                file=f"{name}.onnx",
+                inputs=list(module.input_names),
+                outputs=list(module.output_names),
+            )
+            for name, (module, _) in graphs.items()
         },
         parity=parity,
         text_truncation=True,
+        deep_prompts=slots,
     )
     (out / BUNDLE_FILE).write_text(manifest.model_dump_json(indent=2))
     steps.update()
@@ -130,19 +157,38 @@ def export_bundle(
     return manifest
 
 
+def _prompt_ready(model) -> bool:
+    try:
+        PromptedVisionGraph(model)
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _prompted_examples(pv, pt, pixels, emb, eot, tokens: int) -> tuple[tuple, tuple]:
+    """Seeded inputs for the prompted graphs: a plain sample, a shallow one, a deep one."""
+    g = torch.Generator().manual_seed(tokens)
+    width = pv.visual.conv1.weight.shape[0]
+    visual = 0.1 * torch.randn(len(pixels), pv.layers, tokens, width, generator=g)
+    v_args = (
+        pixels,
+        visual,
+        torch.tensor([0, 1, tokens])[: len(pixels)],
+        torch.tensor([0, 1, pv.layers])[: len(pixels)],
+    )
+    deep = 0.1 * torch.randn(pt.layers, tokens, emb.shape[-1], generator=g)
+    return v_args, (emb, eot, deep, torch.tensor(pt.layers))
+
+
 def _export(
-    module: torch.nn.Module,
-    args: tuple,
-    path: Path,
-    *,
-    batch_inputs: tuple[str, ...],
-    seq_inputs: dict[str, int] | None = None,
+    module: torch.nn.Module, args: tuple, path: Path, bounds: dict[str, tuple[int, int]]
 ) -> None:
-    """Dim 0 of every input is the batch; `seq_inputs` also get a dynamic dim 1 up to a max."""
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    shapes: dict[str, dict] = {name: {0: batch} for name in batch_inputs}
-    for name, longest in (seq_inputs or {}).items():
-        shapes[name][1] = torch.export.Dim("seq", min=2, max=longest)
+    """Axes named in the graph's `dynamic_axes` become dynamic dims with these bounds."""
+    dims = {name: torch.export.Dim(name, min=lo, max=hi) for name, (lo, hi) in bounds.items()}
+    shapes = {
+        name: {axis: dims[dim] for axis, dim in module.dynamic_axes[name].items()} or None
+        for name in module.input_names
+    }
     # torch.onnx narrates every pass on stdout and warns about internals; the progress bar and
     # the parity report are what users need to see.
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -151,7 +197,7 @@ def _export(
             module,
             args,
             str(path),
-            input_names=list(batch_inputs),
+            input_names=list(module.input_names),
             output_names=list(module.output_names),
             dynamic_shapes=shapes,
             dynamo=True,
@@ -160,13 +206,12 @@ def _export(
         )
 
 
-def _parity(
-    module, path: Path, args: tuple, names: tuple[str, ...], tolerance: float
-) -> ParityResult:
+def _parity(module, path: Path, args: tuple, tolerance: float) -> ParityResult:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})[0]
+    feeds = {n: a.numpy() for n, a in zip(module.input_names, args, strict=True)}
+    got = session.run(None, feeds)[0]
     with torch.no_grad():
         want = module(*args).numpy()
     diff = float(np.abs(got - want).max())

@@ -5,10 +5,11 @@ weights can be downloaded; every figure they produce comes from random weights.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-from promptserve.exporters.backbones import BackboneSpec
+from promptserve.exporters.backbones import BUILTIN_CONFIG_DIR, BackboneSpec
 
 DEMO_ARCH = "promptserve-tiny-vit"
 
@@ -29,6 +30,9 @@ def seeded_backbone(
 
     is_json = arch.endswith(".json")
     stem = Path(arch).stem if is_json else arch
+    config = Path(arch) if is_json else BUILTIN_CONFIG_DIR / f"{arch}.json"
+    if config.exists():  # a changed config must not load stale weights
+        stem += "-" + hashlib.sha256(config.read_bytes()).hexdigest()[:8]
     path = Path(directory or default_cache_dir() / "backbones") / f"{stem}-seed{seed}.safetensors"
     spec = BackboneSpec(**{"config" if is_json else "model": arch, "weights": str(path)})
     if not path.exists():

@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from promptserve.exporters.deep_prompts import DeepPrompts
 from promptserve.exporters.tokenizer import ClipTokenizer
 
-EncodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (token_embeddings, eot_index, deep prompts or None) -> text embeddings
+EncodeFn = Callable[[np.ndarray, np.ndarray, "DeepPrompts | None"], np.ndarray]
 
 
 class TextTower:
@@ -38,8 +40,12 @@ class TextTower:
         """[N, L] int ids -> [N, L, D] float32 embeddings."""
         return self.token_embedding[ids].astype(np.float32, copy=False)
 
-    def encode(self, embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
+    def encode(
+        self, embeddings: np.ndarray, eot_index: np.ndarray, deep: DeepPrompts | None = None
+    ) -> np.ndarray:
         """[N, L, D], [N] -> [N, E], in chunks so long vocabularies stay within memory.
+
+        `deep`: one artifact's text-side deep prompts (MaPLe, IVLP), shared by all sequences.
 
         With `truncate` (bundles whose text graph allows it), sequences are grouped by length
         and each chunk is cut after its longest EOT: CLIP's text attention is causal, so this is
@@ -55,6 +61,7 @@ class TextTower:
                 self._encode_fn(
                     np.ascontiguousarray(embeddings[idx, :length], dtype=np.float32),
                     np.ascontiguousarray(eot, dtype=np.int64),
+                    deep,
                 )
             )
         out = np.concatenate(parts, axis=0)

@@ -24,10 +24,16 @@ def _backbone(text: str):
 def cmd_export(args: argparse.Namespace) -> int:
     from promptserve.exporters.export import export_bundle
 
-    manifest = export_bundle(_backbone(args.backbone), args.output, tolerance=args.tolerance)
+    manifest = export_bundle(
+        _backbone(args.backbone),
+        args.output,
+        tolerance=args.tolerance,
+        deep_prompts=args.deep_prompts,
+        max_prompt_tokens=args.max_prompt_tokens,
+    )
     for name, p in manifest.parity.items():
         print(
-            f"{name:>6} graph: max|onnx-torch|={p.max_abs_diff:.2e}  min cosine={p.min_cosine:.6f}  (tol {p.tolerance})"
+            f"{name:>15} graph: max|onnx-torch|={p.max_abs_diff:.2e}  min cosine={p.min_cosine:.6f}  (tol {p.tolerance})"
         )
     print(f"bundle for {manifest.backbone_id} written to {args.output}")
     return 0
@@ -63,6 +69,19 @@ def _import_cocoop(args: argparse.Namespace, spec):
     )
 
 
+def _import_deep(args: argparse.Namespace, spec):
+    from promptserve.exporters.importers import read_classnames
+    from promptserve.exporters.importers.deep import import_ivlp, import_maple
+
+    fn = import_maple if args.method == "maple" else import_ivlp
+    return fn(
+        args.checkpoint,
+        classnames=read_classnames(args.classnames),
+        backbone=spec,
+        ctx_init=args.ctx_init,
+    )
+
+
 def _import_cupl(args: argparse.Namespace, spec):
     from promptserve.exporters.importers import read_classnames
     from promptserve.exporters.importers.cupl import import_cupl
@@ -87,6 +106,9 @@ IMPORTERS = {
     "coop": _import_coop,
     "kgcoop": _import_kgcoop,
     "cocoop": _import_cocoop,
+    "maple": _import_deep,
+    "promptsrc": _import_deep,
+    "ivlp": _import_deep,
     "cupl": _import_cupl,
     "templates": _import_templates,
 }
@@ -180,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--tolerance", type=float, default=1e-4, help="max |onnx - torch| allowed (fp32: 1e-4)"
     )
+    s.add_argument(
+        "--no-deep-prompts",
+        dest="deep_prompts",
+        action="store_false",
+        help="skip the prompted graphs MaPLe and IVLP artifacts need (halves the bundle size)",
+    )
+    s.add_argument(
+        "--max-prompt-tokens", type=int, default=16, help="most deep-prompt tokens per layer"
+    )
     s.set_defaults(fn=cmd_export)
 
     imp = sub.add_parser("import", help="turn a checkpoint or templates into a prompt artifact")
@@ -193,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-100")
     coco = isub.add_parser("cocoop", help="a CoCoOp checkpoint (meta-net conditioned context)")
     coco.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-10")
+    maple = isub.add_parser("maple", help="a MaPLe checkpoint (multi-modal deep prompts)")
+    maple.add_argument(
+        "checkpoint", type=Path, help="e.g. .../MultiModalPromptLearner/model.pth.tar-5"
+    )
+    src = isub.add_parser("promptsrc", help="a PromptSRC checkpoint (served as IVLP)")
+    src.add_argument("checkpoint", type=Path, help="e.g. .../VLPromptLearner/model.pth.tar-20")
+    ivlp = isub.add_parser("ivlp", help="an IVLP checkpoint (independent V-L deep prompts)")
+    ivlp.add_argument("checkpoint", type=Path, help="e.g. .../VLPromptLearner/model.pth.tar-20")
+    for cmd in (maple, src, ivlp):
+        cmd.add_argument(
+            "--ctx-init",
+            default="a photo of a",
+            help="the training config's CTX_INIT ('' if the context was randomly initialised)",
+        )
     tpl = isub.add_parser("templates", help="a hand-written template ensemble")
     tpl.add_argument(
         "--templates",
@@ -209,11 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     cupl.add_argument(
         "--classnames", type=Path, help="subset/order of classes (default: the JSON's)"
     )
-    for cmd in (coop, kg, coco, tpl):
+    for cmd in (coop, kg, coco, maple, src, ivlp, tpl):
         cmd.add_argument(
             "--classnames", required=True, type=Path, help="one class name per line, or a JSON list"
         )
-    for cmd in (coop, kg, coco, tpl, cupl):
+    for cmd in (coop, kg, coco, maple, src, ivlp, tpl, cupl):
         cmd.add_argument(
             "--backbone", required=True, help=f"the backbone it runs on, or {DEMO_HINT}"
         )

@@ -7,10 +7,20 @@ from promptserve.exporters.methods.base import ClassHead, PromptMethod
 from promptserve.exporters.methods.cocoop import CoCoOpMethod
 from promptserve.exporters.methods.coop import CoOpMethod, KgCoOpMethod
 from promptserve.exporters.methods.cupl import CuPLMethod
+from promptserve.exporters.methods.deep import IVLPMethod, MaPLeMethod
 from promptserve.exporters.methods.templates import TemplatesMethod
 
 METHODS: dict[str, type[PromptMethod]] = {
-    m.name: m for m in (TemplatesMethod, CoOpMethod, KgCoOpMethod, CoCoOpMethod, CuPLMethod)
+    m.name: m
+    for m in (
+        TemplatesMethod,
+        CoOpMethod,
+        KgCoOpMethod,
+        CoCoOpMethod,
+        CuPLMethod,
+        MaPLeMethod,
+        IVLPMethod,
+    )
 }
 
 
@@ -29,7 +39,9 @@ __all__ = [
     "CoCoOpMethod",
     "CoOpMethod",
     "CuPLMethod",
+    "IVLPMethod",
     "KgCoOpMethod",
+    "MaPLeMethod",
     "PromptMethod",
     "TemplatesMethod",
     "get_method",

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots
 from promptserve.exporters.text import TextTower, l2_normalize
 
 
@@ -20,6 +21,7 @@ class ClassHead:
 
     labels: tuple[str, ...]
     features: np.ndarray  # [n_cls, E], rows L2-normalised
+    visual: DeepPrompts | None = None  # deep visual prompts its images go through (MaPLe, IVLP)
     dynamic = False  # True for heads whose text side depends on the image (CoCoOp)
 
     def logits(self, image_embeds: np.ndarray, logit_scale: float) -> np.ndarray:
@@ -47,9 +49,15 @@ class PromptMethod(ABC):
 
     @classmethod
     def validate(
-        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+        cls,
+        artifact: PromptArtifact,
+        *,
+        text_width: int,
+        embed_dim: int | None = None,
+        deep_slots: DeepPromptSlots | None = None,
     ) -> None:
-        """Raise ArtifactError if the artifact cannot run on a backbone of these widths."""
+        """Raise ArtifactError if the artifact cannot run on a backbone of these widths (and,
+        for deep-prompt methods, these prompted graphs)."""
         cls.params(artifact)
 
     @classmethod

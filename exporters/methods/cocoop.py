@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.deep_prompts import DeepPromptSlots
 from promptserve.exporters.methods.base import ClassHead, PromptMethod
 from promptserve.exporters.methods.coop import build_prompts
 from promptserve.exporters.text import TextTower, l2_normalize
@@ -75,7 +76,12 @@ class CoCoOpMethod(PromptMethod):
 
     @classmethod
     def validate(
-        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+        cls,
+        artifact: PromptArtifact,
+        *,
+        text_width: int,
+        embed_dim: int | None = None,
+        deep_slots: DeepPromptSlots | None = None,
     ) -> None:
         p: CoCoOpParams = cls.params(artifact)
         t = artifact.tensors

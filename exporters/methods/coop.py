@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.deep_prompts import DeepPromptSlots
 from promptserve.exporters.methods.base import PromptMethod
 from promptserve.exporters.text import TextTower, l2_normalize
 
@@ -34,7 +35,12 @@ class CoOpMethod(PromptMethod):
 
     @classmethod
     def validate(
-        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+        cls,
+        artifact: PromptArtifact,
+        *,
+        text_width: int,
+        embed_dim: int | None = None,
+        deep_slots: DeepPromptSlots | None = None,
     ) -> None:
         p: CoOpParams = cls.params(artifact)
         ctx = artifact.tensors.get("ctx")
@@ -66,16 +72,7 @@ def build_prompts(
     n_ctx = ctx.shape[-2]
     names = [name.replace("_", " ") for name in classnames]
     name_lens = [len(tower.tokenizer.encode(name)) for name in names]
-    prefix_text = " ".join(["X"] * n_ctx)
-    texts = [f"{prefix_text} {name}." for name in names]
-    limit = tower.tokenizer.context_length
-    for text, name in zip(texts, names, strict=True):
-        # clip.tokenize (which CoOp uses) refuses over-long prompts instead of truncating them.
-        if len(tower.tokenizer.encode(text)) + 2 > limit:
-            raise ArtifactError(
-                f"class name {name!r} is too long: its CoOp prompt exceeds {limit} tokens"
-            )
-    ids = tower.tokenizer(texts)
+    ids = prompt_ids(tower, " ".join(["X"] * n_ctx), classnames)
     emb = tower.embed_tokens(ids)
     if ctx.ndim == 2:
         ctx = np.broadcast_to(ctx, (len(names), *ctx.shape))
@@ -97,6 +94,22 @@ def build_prompts(
     return np.ascontiguousarray(prompts, dtype=np.float32), ids.argmax(axis=-1)
 
 
+def prompt_ids(tower: TextTower, prefix: str, classnames: list[str]) -> np.ndarray:
+    """Token ids [n_cls, L] of "<prefix> <name>." as the CoOp-family prompt learners build them
+    (underscores in names become spaces)."""
+    names = [name.replace("_", " ") for name in classnames]
+    texts = [f"{prefix} {name}." for name in names]
+    limit = tower.tokenizer.context_length
+    for text, name in zip(texts, names, strict=True):
+        # clip.tokenize (which these trainers use) refuses over-long prompts instead of
+        # truncating them.
+        if len(tower.tokenizer.encode(text)) + 2 > limit:
+            raise ArtifactError(
+                f"class name {name!r} is too long: its prompt exceeds {limit} tokens"
+            )
+    return tower.tokenizer(texts)
+
+
 class KgCoOpMethod(CoOpMethod):
     """`kgcoop` (Yao et al., CVPR 2023): CoOp at inference. Its knowledge-guided loss only
     shapes training; htyao89/KgCoOp `trainers/kgcoop.py::PromptLearner.forward` always puts the
@@ -106,7 +119,12 @@ class KgCoOpMethod(CoOpMethod):
 
     @classmethod
     def validate(
-        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+        cls,
+        artifact: PromptArtifact,
+        *,
+        text_width: int,
+        embed_dim: int | None = None,
+        deep_slots: DeepPromptSlots | None = None,
     ) -> None:
         super().validate(artifact, text_width=text_width, embed_dim=embed_dim)
         if cls.params(artifact).class_token_position != "end":

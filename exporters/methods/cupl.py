@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.deep_prompts import DeepPromptSlots
 from promptserve.exporters.methods.base import PromptMethod
 from promptserve.exporters.text import TextTower, text_ensemble
 
@@ -30,7 +31,12 @@ class CuPLMethod(PromptMethod):
 
     @classmethod
     def validate(
-        cls, artifact: PromptArtifact, *, text_width: int, embed_dim: int | None = None
+        cls,
+        artifact: PromptArtifact,
+        *,
+        text_width: int,
+        embed_dim: int | None = None,
+        deep_slots: DeepPromptSlots | None = None,
     ) -> None:
         super().validate(artifact, text_width=text_width, embed_dim=embed_dim)
         m = artifact.manifest

@@ -19,6 +19,7 @@ from ray import serve
 from promptserve._images import normalize
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
 from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch
 from promptserve.exporters.methods import get_method
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
@@ -42,8 +43,17 @@ class ClassifyCall:
     return_logits: bool = False
 
 
-def _num_images(calls: list[ClassifyCall]) -> int:
-    return sum(len(c.crops) for c in calls)
+@dataclass(frozen=True, eq=False)
+class VisionJob:
+    """What the vision batch needs of a call: its crops and, for deep-prompt heads (MaPLe,
+    IVLP), the visual prompts those crops go through."""
+
+    crops: np.ndarray
+    prompts: DeepPrompts | None = None
+
+
+def _num_images(jobs: list[VisionJob]) -> int:
+    return sum(len(j.crops) for j in jobs)
 
 
 class EncoderDeployment:
@@ -60,7 +70,7 @@ class EncoderDeployment:
         )
         self._pending = 0
         enc = config.encoder
-        self._batched: Callable[[ClassifyCall], Awaitable[tuple[np.ndarray, int]]] = (
+        self._batched: Callable[[VisionJob], Awaitable[tuple[np.ndarray, int]]] = (
             ContinuousBatcher(
                 self._run_batch,
                 max_batch_size=enc.max_batch_size,
@@ -96,7 +106,7 @@ class EncoderDeployment:
         self._pending += 1
         metrics().queue_length.set(self._pending)
         try:
-            embeds, batch_images = await self._batched(call)
+            embeds, batch_images = await self._batched(VisionJob(call.crops, head.visual))
         finally:
             self._pending -= 1
             metrics().queue_length.set(self._pending)
@@ -112,22 +122,31 @@ class EncoderDeployment:
         return {"results": results, "batch_images": batch_images}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
-    async def _serve_batched(self, calls: list[ClassifyCall]) -> list[tuple[np.ndarray, int]]:
+    async def _serve_batched(self, jobs: list[VisionJob]) -> list[tuple[np.ndarray, int]]:
         """`encoder.batcher: serve`: Ray Serve's batcher (see serving/batching.py for why it is
         not the default)."""
-        return await self._run_batch(calls)
+        return await self._run_batch(jobs)
 
-    async def _run_batch(self, calls: list[ClassifyCall]) -> list[tuple[np.ndarray, int]]:
-        """One vision-graph call for every image of every call; each call gets its slice."""
-        crops = calls[0].crops if len(calls) == 1 else np.concatenate([c.crops for c in calls])
+    async def _run_batch(self, jobs: list[VisionJob]) -> list[tuple[np.ndarray, int]]:
+        """One vision-graph call for every image of every job; each job gets its slice."""
+        crops = jobs[0].crops if len(jobs) == 1 else np.concatenate([j.crops for j in jobs])
         metrics().batch_size.observe(len(crops))
-        embeds = await asyncio.to_thread(self._encode, crops)
-        bounds = np.cumsum([0] + [len(c.crops) for c in calls])
+        embeds = await asyncio.to_thread(self._encode, crops, jobs)
+        bounds = np.cumsum([0] + [len(j.crops) for j in jobs])
         return [(embeds[a:b], len(crops)) for a, b in itertools.pairwise(bounds)]
 
-    def _encode(self, crops: np.ndarray) -> np.ndarray:
+    def _encode(self, crops: np.ndarray, jobs: list[VisionJob]) -> np.ndarray:
+        """Batches without deep prompts take the plain graph; any deep-prompt job sends the
+        whole batch through the prompted graph, plain rows masked (docs/architecture.md has
+        what that costs them)."""
         pre = self.bundle.manifest.preprocess
-        return self.engine.encode_image(normalize(crops, mean=pre.mean, std=pre.std))
+        pixels = normalize(crops, mean=pre.mean, std=pre.std)
+        if all(j.prompts is None for j in jobs):
+            return self.engine.encode_image(pixels)
+        slots = self.engine.deep_slots
+        rows = [j.prompts for j in jobs for _ in range(len(j.crops))]
+        batch = VisualPromptBatch.stack(rows, layers=slots.vision_layers, width=slots.vision_width)
+        return self.engine.encode_image(pixels, batch)
 
     def _head(self, call: ClassifyCall):
         if call.labels is not None:
@@ -148,7 +167,12 @@ class EncoderDeployment:
             artifact = PromptArtifact.from_parts(manifest, tensors)
             method = get_method(artifact.manifest.method)
             m = self.bundle.manifest
-            method.validate(artifact, text_width=m.text_width, embed_dim=m.embed_dim)
+            method.validate(
+                artifact,
+                text_width=m.text_width,
+                embed_dim=m.embed_dim,
+                deep_slots=m.deep_prompts,
+            )
             features = method.class_features(artifact, self.engine.text_tower)
         except ArtifactError as exc:
             raise InvalidInput(str(exc), param="manifest") from None

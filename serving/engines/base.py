@@ -11,7 +11,8 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.bundle import Bundle, BundleError
+from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
 from promptserve.exporters.text import TextTower
 
 
@@ -40,12 +41,37 @@ class Engine(ABC):
         self.options = options or EngineOptions()
 
     @abstractmethod
-    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
-        """[B, 3, H, W] normalised pixels -> [B, E] image embeddings (unnormalised)."""
+    def encode_image(
+        self, pixel_values: np.ndarray, prompts: VisualPromptBatch | None = None
+    ) -> np.ndarray:
+        """[B, 3, H, W] normalised pixels -> [B, E] image embeddings (unnormalised); with
+        `prompts`, through the prompted vision graph (plain rows masked, see graphs.py)."""
 
     @abstractmethod
-    def encode_text(self, token_embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
-        """[N, L, D] token embeddings, [N] EOT positions -> [N, E] text embeddings."""
+    def encode_text(
+        self,
+        token_embeddings: np.ndarray,
+        eot_index: np.ndarray,
+        deep: DeepPrompts | None = None,
+    ) -> np.ndarray:
+        """[N, L, D] token embeddings, [N] EOT positions -> [N, E] text embeddings; with
+        `deep`, through the prompted text graph."""
+
+    @cached_property
+    def deep_slots(self) -> DeepPromptSlots:
+        slots = self.bundle.manifest.deep_prompts
+        if slots is None:
+            raise BundleError(
+                f"bundle {self.bundle.dir} has no prompted graphs (MaPLe, IVLP); re-export it "
+                "without --no-deep-prompts"
+            )
+        return slots
+
+    def text_deep_inputs(self, deep: DeepPrompts) -> dict[str, np.ndarray]:
+        return {
+            "deep_prompts": deep.padded(self.deep_slots.text_layers, deep.n_tokens),
+            "prompt_depth": np.asarray(deep.depth, np.int64),
+        }
 
     @cached_property
     def text_tower(self) -> TextTower:

@@ -8,6 +8,7 @@ import numpy as np
 
 from promptserve._optional import require
 from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch
 from promptserve.serving.engines.base import Engine, EngineOptions
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -35,13 +36,27 @@ class OnnxRuntimeEngine(Engine):
         )
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = wanted
-        self._vision = ort.InferenceSession(str(bundle.graph_path("vision")), so, providers=wanted)
-        self._text = ort.InferenceSession(str(bundle.graph_path("text")), so, providers=wanted)
+        self._sessions = {
+            name: ort.InferenceSession(str(bundle.graph_path(name)), so, providers=wanted)
+            for name in bundle.manifest.graphs
+        }
 
-    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self._vision.run(None, {"pixel_values": pixel_values})[0]
+    def encode_image(
+        self, pixel_values: np.ndarray, prompts: VisualPromptBatch | None = None
+    ) -> np.ndarray:
+        if prompts is None:
+            return self._sessions["vision"].run(None, {"pixel_values": pixel_values})[0]
+        self.deep_slots  # noqa: B018 -- a clear error for bundles without prompted graphs
+        feeds = {"pixel_values": pixel_values, **prompts.inputs()}
+        return self._sessions["vision_prompted"].run(None, feeds)[0]
 
-    def encode_text(self, token_embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
-        return self._text.run(None, {"token_embeddings": token_embeddings, "eot_index": eot_index})[
-            0
-        ]
+    def encode_text(
+        self,
+        token_embeddings: np.ndarray,
+        eot_index: np.ndarray,
+        deep: DeepPrompts | None = None,
+    ) -> np.ndarray:
+        feeds = {"token_embeddings": token_embeddings, "eot_index": eot_index}
+        if deep is None:
+            return self._sessions["text"].run(None, feeds)[0]
+        return self._sessions["text_prompted"].run(None, feeds | self.text_deep_inputs(deep))[0]

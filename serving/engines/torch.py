@@ -9,6 +9,7 @@ import numpy as np
 
 from promptserve._optional import require
 from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch
 from promptserve.serving.engines.base import Engine, EngineOptions
 
 
@@ -18,7 +19,12 @@ class TorchEngine(Engine):
     def __init__(self, bundle: Bundle, options: EngineOptions | None = None) -> None:
         super().__init__(bundle, options)
         torch = require("torch")
-        from promptserve.exporters.graphs import TextGraph, VisionGraph
+        from promptserve.exporters.graphs import (
+            PromptedTextGraph,
+            PromptedVisionGraph,
+            TextGraph,
+            VisionGraph,
+        )
 
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
@@ -26,12 +32,31 @@ class TorchEngine(Engine):
         model = bundle.manifest.backbone.load()
         self._vision = VisionGraph(model).eval()
         self._text = TextGraph(model).eval()
+        if bundle.manifest.deep_prompts is not None:
+            self._vision_prompted = PromptedVisionGraph(model).eval()
+            self._text_prompted = PromptedTextGraph(model).eval()
 
-    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            return self._vision(self._torch.from_numpy(pixel_values)).numpy()
-
-    def encode_text(self, token_embeddings: np.ndarray, eot_index: np.ndarray) -> np.ndarray:
+    def _run(self, graph, feeds: dict[str, np.ndarray]) -> np.ndarray:
         t = self._torch
         with t.inference_mode():
-            return self._text(t.from_numpy(token_embeddings), t.from_numpy(eot_index)).numpy()
+            return graph(**{k: t.from_numpy(np.asarray(v)) for k, v in feeds.items()}).numpy()
+
+    def encode_image(
+        self, pixel_values: np.ndarray, prompts: VisualPromptBatch | None = None
+    ) -> np.ndarray:
+        if prompts is None:
+            return self._run(self._vision, {"pixel_values": pixel_values})
+        self.deep_slots  # noqa: B018 -- a clear error for bundles without prompted graphs
+        return self._run(self._vision_prompted, {"pixel_values": pixel_values, **prompts.inputs()})
+
+    def encode_text(
+        self,
+        token_embeddings: np.ndarray,
+        eot_index: np.ndarray,
+        deep: DeepPrompts | None = None,
+    ) -> np.ndarray:
+        feeds = {"token_embeddings": token_embeddings, "eot_index": eot_index}
+        if deep is None:
+            return self._run(self._text, feeds)
+        self.deep_slots  # noqa: B018
+        return self._run(self._text_prompted, feeds | self.text_deep_inputs(deep))

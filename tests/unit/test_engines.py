@@ -12,7 +12,7 @@ from promptserve.serving.engines.base import EngineOptions, create_engine
 
 def test_bundle_records_passing_parity(tiny_bundle):
     m = tiny_bundle.manifest
-    assert set(m.parity) == {"vision", "text"}
+    assert set(m.parity) == {"vision", "text", "vision_prompted", "text_prompted"}
     for p in m.parity.values():
         assert p.passed and p.max_abs_diff <= 1e-4 and p.min_cosine > 0.99999
     assert m.preprocess.size == 224 and m.embed_dim == 64 and m.text_width == 64
@@ -70,6 +70,6 @@ def test_text_sequences_cut_after_eot_give_the_same_features(tiny_bundle, engine
     np.testing.assert_allclose(tower.encode(emb, ids.argmax(-1)), full, atol=1e-5)
     calls = []
     real = tower._encode_fn
-    tower._encode_fn = lambda e, i: (calls.append(e.shape[1]), real(e, i))[1]
+    tower._encode_fn = lambda e, i, d: (calls.append(e.shape[1]), real(e, i, d))[1]
     tower.encode(emb, ids.argmax(-1))
     assert max(calls) < 77 and len(set(calls)) > 1  # cut, and shorter for the short chunks
