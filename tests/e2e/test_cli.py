@@ -175,6 +175,7 @@ def test_export_custom_config(tmp_path, tiny_spec):
     )
     assert out.returncode == 0, out.stderr
     assert "vision graph: max|onnx-torch|=" in out.stdout
+    assert "vision_prompted graph: max|onnx-torch|=" in out.stdout
     assert json.loads((tmp_path / "b" / "bundle.json").read_text())["backbone_id"] == tiny_spec.id
 
 
@@ -245,3 +246,27 @@ def test_serve_preloads_and_stops_cleanly_on_ctrl_c(tiny_bundle, tiny_spec, tmp_
         if proc.poll() is None:
             proc.kill()
             pytest.fail("serve did not exit on SIGINT")
+
+
+def test_import_maple_and_promptsrc(tmp_path, tiny_spec, tiny_model):
+    from deep_checkpoints import ivlp_checkpoint, maple_checkpoint
+
+    spec = f"{tiny_spec.arch}@{tiny_spec.weights}"
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    maple, _ = maple_checkpoint(
+        tmp_path / "m", tiny_model, n_ctx=2, depth=3, ctx_init="a photo of a", fp16=True
+    )
+    src, _ = ivlp_checkpoint(
+        tmp_path / "s", tiny_model, n_text=4, n_vision=4, depth_text=3, depth_vision=3,
+        ctx_init="", fp16=True,
+    )  # fmt: skip
+    for method, ckpt, extra, prefix in (
+        ("maple", maple, [], "a photo of a"),
+        ("promptsrc", src, ["--ctx-init", ""], "X X X X"),
+    ):
+        out = run("import", method, str(ckpt), "--classnames", str(tmp_path / "classes.txt"),
+                  "--backbone", spec, "-o", str(tmp_path / method), *extra)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        manifest = json.loads((tmp_path / method / "manifest.json").read_text())
+        assert manifest["hparams"] == {"prompt_prefix": prefix}
+        assert manifest["method"] == ("maple" if method == "maple" else "ivlp")
