@@ -114,8 +114,10 @@ def ensure_bundle(arch: str, seed: int, cache: Path) -> Path:
 
     out = cache / f"{arch}-seed{seed}"
     if (out / BUNDLE_FILE).exists():
-        print(f"reusing bundle {out}", flush=True)
-        return out
+        if json.loads((out / BUNDLE_FILE).read_text()).get("deep_prompts"):
+            print(f"reusing bundle {out}", flush=True)
+            return out
+        print(f"{out} predates the prompted graphs; exporting it again", flush=True)
     print(
         f"exporting {arch} (seeded random weights, seed {seed}) to {out}; this takes minutes ...",
         flush=True,
