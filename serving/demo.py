@@ -1,8 +1,8 @@
 """`promptserve demo`: the whole path on an embedded default, in one command.
 
 Builds (or reuses) a tiny CLIP with seeded random weights, exports it to ONNX, writes a
-templates artifact and a CoOp artifact, serves them, classifies a few generated images through
-the SDK and prints the answers. The weights are random, so the labels are arbitrary; the
+templates, a CoOp and a MaPLe artifact (checkpoints in the official trainers' layouts, seeded),
+serves them, classifies a few generated images through the SDK and prints the answers. The weights are random, so the labels are arbitrary; the
 point is the machinery, and the closing message says how to use real weights.
 """
 
@@ -23,6 +23,8 @@ arbitrary. With real weights:
   promptserve export --backbone ViT-B-16@/models/clip_vit_b16.pt -o bundles/vit-b-16   # local file
   promptserve import coop prompt_learner/model.pth.tar-50 --classnames classes.txt \\
       --backbone ViT-B-16@/models/clip_vit_b16.pt -o artifacts/coop
+  promptserve import maple MultiModalPromptLearner/model.pth.tar-5 --classnames classes.txt \\
+      --backbone ViT-B-16@/models/clip_vit_b16.pt -o artifacts/maple
   promptserve serve config.yaml        # see examples/config.yaml"""
 
 
@@ -56,19 +58,26 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def prepare(workdir: Path) -> tuple[Path, Path, Path]:
-    """Bundle, templates artifact and CoOp artifact for the demo backbone (reused if present)."""
-    from promptserve.exporters.bundle import BUNDLE_FILE
+def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
+    """Bundle and artifacts (templates, CoOp, MaPLe) for the demo backbone, reused if present."""
+    from promptserve.exporters.bundle import Bundle, BundleError
     from promptserve.exporters.export import export_bundle
     from promptserve.exporters.importers.coop import import_coop
+    from promptserve.exporters.importers.deep import import_maple
     from promptserve.exporters.importers.templates import build_templates
     from promptserve.exporters.seeded import seeded_backbone
 
     spec = seeded_backbone()
     bundle = workdir / "bundles" / "demo"
-    if not (bundle / BUNDLE_FILE).exists():
+    try:
+        m = Bundle(bundle).manifest
+        stale = m.backbone_id != spec.id or m.deep_prompts is None
+    except BundleError:
+        stale = True
+    if stale:  # none yet, or one from an older demo backbone
         print("exporting the demo backbone to ONNX ...", flush=True)
         export_bundle(spec, bundle)
+    slots = Bundle(bundle).manifest.deep_prompts
     templates = build_templates(CLASSNAMES, backbone_id=spec.id, templates="imagenet80").save(
         workdir / "artifacts" / "demo-templates"
     )
@@ -78,7 +87,44 @@ def prepare(workdir: Path) -> tuple[Path, Path, Path]:
     coop = import_coop(checkpoint, classnames=CLASSNAMES, backbone=spec).save(
         workdir / "artifacts" / "demo-coop"
     )
-    return bundle, templates, coop
+    checkpoint = write_demo_maple_checkpoint(
+        workdir / "checkpoints" / "MultiModalPromptLearner" / "model.pth.tar-5",
+        text_width=spec.text_width(),
+        vision_width=slots.vision_width,
+        depth=slots.vision_layers,
+    )
+    maple = import_maple(checkpoint, classnames=CLASSNAMES, backbone=spec).save(
+        workdir / "artifacts" / "demo-maple"
+    )
+    return bundle, {"demo-templates": templates, "demo-coop": coop, "demo-maple": maple}
+
+
+def write_demo_maple_checkpoint(
+    path: Path, *, text_width: int, vision_width: int, depth: int
+) -> Path:
+    """A MaPLe checkpoint in the official trainer's layout (the prompt learner's keys; the real
+    ones also hold the frozen backbone), seeded and untrained, 2 tokens per layer."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int, scale: float):
+        return torch.randn(*shape, generator=g) * scale
+
+    state = {
+        "prompt_learner.ctx": rand(2, text_width, scale=0.02).half(),
+        "prompt_learner.proj.weight": rand(vision_width, text_width, scale=0.05).half(),
+        "prompt_learner.proj.bias": rand(vision_width, scale=0.01).half(),
+    }
+    for i in range(depth - 1):
+        state[f"prompt_learner.compound_prompts_text.{i}"] = rand(2, text_width, scale=0.02)
+        key = f"prompt_learner.compound_prompt_projections.{i}"
+        state[f"{key}.weight"] = rand(vision_width, text_width, scale=0.05)
+        state[f"{key}.bias"] = rand(vision_width, scale=0.01)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": state, "epoch": 5, "optimizer": {}, "scheduler": {}}, path)
+    return path
 
 
 def write_demo_coop_checkpoint(path: Path, spec) -> Path:
@@ -101,7 +147,7 @@ def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = Fals
     from promptserve.serving.config import AppConfig
 
     workdir = Path(workdir or default_cache_dir() / "demo")
-    bundle, templates, coop = prepare(workdir)
+    bundle, artifacts = prepare(workdir)
     store = tempfile.mkdtemp(prefix="promptserve-demo-store-")
     config = AppConfig.model_validate(
         {
@@ -116,11 +162,11 @@ def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = Fals
     try:
         run.wait_ready(url)
         with Client(url) as client:
-            client.register_prompt(templates, prompt_id="demo-templates")
-            client.register_prompt(coop, prompt_id="demo-coop")
+            for prompt_id, artifact in artifacts.items():
+                client.register_prompt(artifact, prompt_id=prompt_id)
             images = sample_images()
             print(f"\nserving {client.model_info().backbone} at {url}\n")
-            for prompt_id in ("demo-templates", "demo-coop"):
+            for prompt_id in artifacts:
                 result = client.classify([b for _, b in images], prompt_id=prompt_id, top_k=2)
                 print(f"prompt {prompt_id}:")
                 print(f"  {'image':<14} {'top-1':<16} {'p':>6}   {'top-2':<16} {'p':>6}")

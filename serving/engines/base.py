@@ -84,9 +84,16 @@ class Engine(ABC):
         )
 
     def warmup(self) -> None:
+        """One call per graph, so the first requests do not pay the runtimes' allocations."""
         size = self.bundle.manifest.preprocess.size
-        self.encode_image(np.zeros((1, 3, size, size), np.float32))
+        pixels = np.zeros((1, 3, size, size), np.float32)
+        self.encode_image(pixels)
         self.text_tower.encode_texts(["warmup"])
+        if (slots := self.bundle.manifest.deep_prompts) is not None:
+            plain = VisualPromptBatch.stack(
+                [None], layers=slots.vision_layers, width=slots.vision_width
+            )
+            self.encode_image(pixels, plain)
 
 
 # Imported lazily so a server without torch never imports it.

@@ -209,6 +209,7 @@ def test_demo_once_exits_zero(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert "prompt demo-coop:" in out.stdout and "RANDOM weights" in out.stdout
+    assert "prompt demo-maple:" in out.stdout
 
 
 def test_serve_preloads_and_stops_cleanly_on_ctrl_c(tiny_bundle, tiny_spec, tmp_path):
