@@ -114,7 +114,9 @@ def ensure_bundle(arch: str, seed: int, cache: Path) -> Path:
 
     out = cache / f"{arch}-seed{seed}"
     if (out / BUNDLE_FILE).exists():
-        if json.loads((out / BUNDLE_FILE).read_text()).get("deep_prompts"):
+        if (json.loads((out / BUNDLE_FILE).read_text()).get("deep_prompts") or {}).get(
+            "image_tokens"
+        ):
             print(f"reusing bundle {out}", flush=True)
             return out
         print(f"{out} predates the prompted graphs; exporting it again", flush=True)

@@ -24,6 +24,9 @@ class DeepPromptSlots(BaseModel):
     vision_width: int
     text_layers: int
     max_tokens: int = Field(description="Most prompt tokens per layer the graphs take.")
+    image_tokens: int | None = Field(
+        None, description="Tokens per image without prompts (patches + class token)."
+    )
 
 
 def fp16_round(x: np.ndarray) -> np.ndarray:
@@ -83,3 +86,24 @@ class VisualPromptBatch:
             "prompt_tokens": self.prompt_tokens,
             "prompt_depth": self.prompt_depth,
         }
+
+
+def plan_vision_calls(
+    rows: Sequence[DeepPrompts | None], *, image_tokens: int | None, split_above: float
+) -> list[tuple[np.ndarray, bool]]:
+    """Which rows go through which vision graph: `[(row indices, prompted?)]`.
+
+    A batch pads every row to its longest prompt, so plain rows in a deep-prompt batch pay for
+    `longest / image_tokens` more tokens. Below `split_above` one prompted call is cheaper than
+    two calls; above it the plain rows take the plain graph in a call of their own.
+    """
+    index = np.arange(len(rows))
+    plain = np.array([p is None for p in rows], dtype=bool)
+    if plain.all():
+        return [(index, False)]
+    if not plain.any():
+        return [(index, True)]
+    longest = max(p.n_tokens for p in rows if p is not None)
+    if image_tokens is None or longest / image_tokens <= split_above:
+        return [(index, True)]
+    return [(index[plain], False), (index[~plain], True)]

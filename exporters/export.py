@@ -104,6 +104,7 @@ def export_bundle(
             vision_width=int(model.visual.conv1.weight.shape[0]),
             text_layers=pt.layers,
             max_tokens=max_prompt_tokens,
+            image_tokens=int(model.visual.positional_embedding.shape[0]),
         )
     steps.update()
 

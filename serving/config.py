@@ -61,6 +61,13 @@ class EncoderConfig(_Strict):
     max_queued_requests: int = Field(
         512, ge=-1, description="Handle-side queue bound; beyond it, 503."
     )
+    split_plain_rows: float = Field(
+        0.1,
+        ge=0,
+        description="Plain rows of a deep-prompt batch go through the plain vision graph in a "
+        "second call when the batch's longest prompt would add more than this fraction to their "
+        "tokens (docs/architecture.md#deep-prompts-maple-ivlp).",
+    )
 
 
 class PromptsConfig(_Strict):

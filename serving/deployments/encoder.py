@@ -19,7 +19,7 @@ from ray import serve
 from promptserve._images import normalize
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
 from promptserve.exporters.bundle import Bundle
-from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch
+from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch, plan_vision_calls
 from promptserve.exporters.methods import get_method
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
@@ -136,17 +136,36 @@ class EncoderDeployment:
         return [(embeds[a:b], len(crops)) for a, b in itertools.pairwise(bounds)]
 
     def _encode(self, crops: np.ndarray, jobs: list[VisionJob]) -> np.ndarray:
-        """Batches without deep prompts take the plain graph; any deep-prompt job sends the
-        whole batch through the prompted graph, plain rows masked (docs/architecture.md has
-        what that costs them)."""
+        """Batches without deep prompts take the plain graph; deep-prompt rows take the prompted
+        graph, with the plain rows masked in the same call unless padding them to the longest
+        prompt costs more than `encoder.split_plain_rows` (see `plan_vision_calls`)."""
         pre = self.bundle.manifest.preprocess
         pixels = normalize(crops, mean=pre.mean, std=pre.std)
         if all(j.prompts is None for j in jobs):
             return self.engine.encode_image(pixels)
         slots = self.engine.deep_slots
         rows = [j.prompts for j in jobs for _ in range(len(j.crops))]
-        batch = VisualPromptBatch.stack(rows, layers=slots.vision_layers, width=slots.vision_width)
-        return self.engine.encode_image(pixels, batch)
+        plan = plan_vision_calls(
+            rows,
+            image_tokens=slots.image_tokens,
+            split_above=self.config.encoder.split_plain_rows,
+        )
+        out: np.ndarray | None = None
+        for idx, prompted in plan:
+            part = pixels if len(plan) == 1 else np.ascontiguousarray(pixels[idx])
+            if prompted:
+                batch = VisualPromptBatch.stack(
+                    [rows[i] for i in idx], layers=slots.vision_layers, width=slots.vision_width
+                )
+                embeds = self.engine.encode_image(part, batch)
+            else:
+                embeds = self.engine.encode_image(part)
+            if len(plan) == 1:
+                return embeds
+            if out is None:
+                out = np.empty((len(rows), embeds.shape[1]), embeds.dtype)
+            out[idx] = embeds
+        return out
 
     def _head(self, call: ClassifyCall):
         if call.labels is not None:
