@@ -68,7 +68,9 @@ class TextGraph(nn.Module):
         return x @ self.text_projection
 
 
-def block_forward(block: nn.Module, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+def block_forward(
+    block: nn.Module, x: torch.Tensor, attn_bias: torch.Tensor | None
+) -> torch.Tensor:
     """open_clip `ResidualAttentionBlock.forward` with the attention written out.
 
     `nn.MultiheadAttention` takes one mask shared by the batch; deep-prompt graphs need a

@@ -1,0 +1,117 @@
+"""Vision graphs with dense outputs: patch tokens from several layers, projected into the joint
+embedding space, for anomaly maps (AnomalyCLIP, WinCLIP) and segmentation.
+
+The input resolution is fixed per exported graph; when it differs from the backbone's, the
+positional embedding is interpolated once here and baked into the graph.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from promptserve.exporters.graphs import Axes, _check_prompt_ready_vit, block_forward
+
+
+def interpolated_positional_embedding(visual: nn.Module, image_size: int) -> torch.Tensor:
+    """[1 + g*g, W] for a g x g patch grid at `image_size`: the grid part resized bilinearly
+    (align_corners=False), the class position kept, as AnomalyCLIP's
+    `AnomalyCLIP_lib/AnomalyCLIP.py::VisionTransformer.forward` does for other input sizes."""
+    pos = visual.positional_embedding.detach()
+    patch = visual.conv1.kernel_size[0]
+    side, new_side = round((pos.shape[0] - 1) ** 0.5), image_size // patch
+    if side == new_side:
+        return pos.clone()
+    grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, (new_side, new_side), mode="bilinear")
+    return torch.cat([pos[:1], grid.reshape(1, -1, new_side * new_side)[0].T], dim=0)
+
+
+def _heads(block: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    attn = block.attn
+    b, n, w = h.shape
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    return tuple(
+        t.reshape(b, n, attn.num_heads, w // attn.num_heads).transpose(1, 2) for t in (q, k, v)
+    )
+
+
+def _merge(block: nn.Module, o: torch.Tensor) -> torch.Tensor:
+    b, _, n, _ = o.shape
+    return block.attn.out_proj(o.transpose(1, 2).reshape(b, n, -1))
+
+
+def dpam_attention(block: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """AnomalyCLIP's `Attention.forward` on one normalised input: (v-v attention output, the
+    block's own q-k attention output), both through the block's out projection."""
+    q, k, v = _heads(block, h)
+    original = F.scaled_dot_product_attention(q, k, v)
+    vv = F.scaled_dot_product_attention(v, v, v)
+    return _merge(block, vv), _merge(block, original)
+
+
+class AnomalyCLIPVisionGraph(nn.Module):
+    """pixel_values [B, 3, S, S] -> image_embeds [B, E], patch_embeds [B, taps, g*g, E].
+
+    Follows zqhang/AnomalyCLIP `AnomalyCLIP_lib/AnomalyCLIP.py` (`VisionTransformer.forward`,
+    `Transformer.AnomalyCLIP_forward`, `ResidualAttentionBlock.forward`, `Attention`) with
+    `DAPM_replace(DPAM_layer)`: the last `dpam_layer - 1` blocks run two paths. The original
+    path is CLIP's block; the DPAM path adds each block's v-v self-attention output, computed
+    from the *original* path's normalised tokens, and skips the feed-forward. Tapped layers
+    (1-based, `taps`) give the DPAM path's tokens where it exists, else the plain tokens, each
+    through `ln_post` and `proj`. Quirk kept: `image_embeds` is the original path's class token
+    times `proj` *without* `ln_post`, as the official `encode_image` returns it.
+    """
+
+    input_names = ("pixel_values",)
+    output_names = ("image_embeds", "patch_embeds")
+    dynamic_axes: ClassVar[Axes] = {"pixel_values": {0: "batch"}}
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        *,
+        image_size: int,
+        taps: tuple[int, ...] = (6, 12, 18, 24),
+        dpam_layer: int = 20,
+    ) -> None:
+        super().__init__()
+        _check_prompt_ready_vit(clip.visual)
+        self.visual = clip.visual
+        layers = len(self.visual.transformer.resblocks)
+        if not taps or min(taps) < 1 or max(taps) > layers:
+            raise ValueError(f"taps {taps} must be layers within 1..{layers}")
+        if not 1 <= dpam_layer <= layers + 1:
+            raise ValueError(f"dpam_layer {dpam_layer} must be within 1..{layers + 1}")
+        self.taps = tuple(taps)
+        self.image_size = image_size
+        self.first_dual = layers - (dpam_layer - 1)  # 0-based index of the first dual block
+        self.register_buffer(
+            "positional_embedding",
+            interpolated_positional_embedding(self.visual, image_size),
+            persistent=False,
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.visual
+        x = v.conv1(pixel_values).flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        x = v.ln_pre(x)
+        dpam: torch.Tensor | None = None
+        tapped = []
+        for i, block in enumerate(v.transformer.resblocks):
+            if i < self.first_dual:
+                x = block_forward(block, x, None)
+            else:
+                vv, original = dpam_attention(block, block.ln_1(x))
+                dpam = (x if dpam is None else dpam) + block.ls_1(vv)
+                x = x + block.ls_1(original)
+                x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            if i + 1 in self.taps:
+                tapped.append(x if dpam is None else dpam)
+        patches = torch.stack([v.ln_post(t[:, 1:]) @ v.proj for t in tapped], dim=1)
+        return x[:, 0] @ v.proj, patches

@@ -1,0 +1,88 @@
+"""AnomalyCLIP's dense vision graph (DPAM dual paths, layer taps, interpolated positional
+embedding) against the official computation (tests/parity/anomalyclip_reference.py), in torch
+and exported to ONNX."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anomalyclip_reference import AnomalyCLIPVisual
+
+from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph
+from promptserve.exporters.export import _export
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "anomaly-tiny-vit.json"
+TAPS = (6, 12, 18, 24)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A 24-layer ViT (taps 6/12/18/24 and DPAM from layer 5 as with ViT-L/14), 14-px patches,
+    trained size 56, seeded random weights."""
+    from promptserve.exporters.seeded import seeded_backbone
+
+    spec = seeded_backbone(str(CONFIG), seed=0, directory=tmp_path_factory.mktemp("anomaly"))
+    return spec.load().eval()
+
+
+def _reference(model, pixels: torch.Tensor, dpam_layer: int):
+    ref = AnomalyCLIPVisual(model)
+    dpam = dpam_layer if dpam_layer > 1 else None  # test.py's DPAM_layer=None: CLIP's path
+    if dpam is not None:
+        ref.DAPM_replace(DPAM_layer=dpam)
+    image, patches = ref(pixels, list(TAPS), DPAM_layer=dpam)
+    return image.numpy(), np.stack([p[:, 1:].numpy() for p in patches], axis=1)
+
+
+@pytest.mark.parametrize("size", [56, 84], ids=["trained-size", "interpolated"])
+@pytest.mark.parametrize("dpam_layer", [20, 1], ids=["dpam20", "no-dpam"])
+def test_graph_matches_official_forward(model, size, dpam_layer):
+    pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+    graph = AnomalyCLIPVisionGraph(model, image_size=size, taps=TAPS, dpam_layer=dpam_layer)
+    with torch.no_grad():
+        image, patches = graph(pixels)
+    want_image, want_patches = _reference(model, pixels, dpam_layer)
+    grid = (size // 14) ** 2
+    assert patches.shape == (2, len(TAPS), grid, 32)
+    np.testing.assert_allclose(image.numpy(), want_image, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(patches.numpy(), want_patches, atol=1e-5, rtol=1e-4)
+
+
+def test_dpam_changes_the_dense_tokens(model):
+    """The parity above holds for both settings; check they are different computations."""
+    pixels = torch.randn(1, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        dpam = AnomalyCLIPVisionGraph(model, image_size=56, dpam_layer=20)(pixels)[1]
+        plain = AnomalyCLIPVisionGraph(model, image_size=56, dpam_layer=1)(pixels)[1]
+    assert torch.allclose(dpam[:, 0], plain[:, 0]) is False  # tap 6 is past the first DPAM block
+    assert (dpam - plain).abs().max() > 1e-3
+
+
+def test_onnx_export_matches_torch(model, tmp_path):
+    import onnxruntime as ort
+
+    graph = AnomalyCLIPVisionGraph(model, image_size=84).eval()
+    example = torch.randn(2, 3, 84, 84, generator=torch.Generator().manual_seed(0))
+    _export(graph, (example,), tmp_path / "anomaly.onnx", {"batch": (1, 1 << 16)})
+    session = ort.InferenceSession(
+        str(tmp_path / "anomaly.onnx"), providers=["CPUExecutionProvider"]
+    )
+    pixels = torch.randn(3, 3, 84, 84, generator=torch.Generator().manual_seed(3))
+    got = session.run(None, {"pixel_values": pixels.numpy()})
+    with torch.no_grad():
+        want = graph(pixels)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w.numpy(), atol=1e-4)
+
+
+def test_bad_taps_and_layers(model):
+    with pytest.raises(ValueError, match="taps"):
+        AnomalyCLIPVisionGraph(model, image_size=56, taps=(6, 25))
+    with pytest.raises(ValueError, match="dpam_layer"):
+        AnomalyCLIPVisionGraph(model, image_size=56, dpam_layer=30)
