@@ -33,7 +33,7 @@ class ArtifactManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    task: Literal["classify"] = "classify"
+    task: Literal["classify", "anomaly"] = "classify"
     method: str = Field(description="Prompt method, e.g. `templates` or `coop`.")
     backbone: str = Field(description="BackboneSpec.id the artifact was built for.")
     classnames: list[str] = Field(min_length=1, max_length=MAX_CLASSES)

@@ -181,3 +181,107 @@ def get_similarity_map(sm, shape):
     sm = torch.nn.functional.interpolate(sm, shape, mode="bilinear")
     sm = sm.permute(0, 2, 3, 1)
     return sm
+
+
+def encode_text_learn(clip_model, prompts, tokenized_prompts, deep_compound_prompts_text, t_n_ctx):
+    """AnomalyCLIP.encode_text_learn with ResidualAttentionBlock_learnable_token (text side):
+    deep prompts replace positions 1..t_n_ctx at layers 1.. with a `.half()` cast. open_clip's
+    text blocks are batch-first, so the token axis is dim 1 here (dim 0 there)."""
+    x = prompts + clip_model.positional_embedding
+    counter = 0
+    for i, r in enumerate(clip_model.transformer.resblocks):
+        if i != 0 and not (counter > len(deep_compound_prompts_text) - 1):
+            prefix = x[:, :1, :]
+            suffix = x[:, 1 + t_n_ctx :, :]
+            textual_context = deep_compound_prompts_text[counter]
+            textual_context = textual_context.expand(x.shape[0], -1, -1).half()
+            x = torch.cat([prefix, textual_context, suffix], dim=1)
+            counter += 1
+        x = r(x, attn_mask=clip_model.attn_mask)
+    x = clip_model.ln_final(x)
+    return (
+        x[torch.arange(x.shape[0]), tokenized_prompts.argmax(dim=-1)] @ clip_model.text_projection
+    )
+
+
+class PromptLearner(nn.Module):
+    """AnomalyCLIP_PromptLearner (prompt_ensemble.py) with random contexts (ctx_init empty),
+    one class "object", one normal and one anomalous state."""
+
+    def __init__(self, clip_model, n_ctx: int, depth: int, t_n_ctx: int, seed: int = 0):
+        super().__init__()
+        import open_clip
+
+        g = torch.Generator().manual_seed(seed)
+        d = clip_model.ln_final.weight.shape[0]
+        self.ctx_pos = nn.Parameter(0.02 * torch.randn(1, 1, n_ctx, d, generator=g))
+        self.ctx_neg = nn.Parameter(0.02 * torch.randn(1, 1, n_ctx, d, generator=g))
+        self.compound_prompts_text = nn.ParameterList(
+            [nn.Parameter(0.02 * torch.randn(t_n_ctx, d, generator=g)) for _ in range(depth - 1)]
+        )
+        layer = nn.Linear(d, 896)
+        self.compound_prompt_projections = nn.ModuleList(
+            [copy.deepcopy(layer) for _ in range(depth - 1)]
+        )
+        prefix = " ".join(["X"] * n_ctx)
+        tok_pos = open_clip.tokenize([prefix + " " + "object" + "."])
+        tok_neg = open_clip.tokenize([prefix + " " + "damaged object" + "."])
+        with torch.no_grad():
+            emb_pos = clip_model.token_embedding(tok_pos)[None]
+            emb_neg = clip_model.token_embedding(tok_neg)[None]
+        self.register_buffer("token_prefix_pos", emb_pos[:, :, :1, :])
+        self.register_buffer("token_suffix_pos", emb_pos[:, :, 1 + n_ctx :, :])
+        self.register_buffer("token_prefix_neg", emb_neg[:, :, :1, :])
+        self.register_buffer("token_suffix_neg", emb_neg[:, :, 1 + n_ctx :, :])
+        self.register_buffer("tokenized_prompts_pos", tok_pos[None])
+        self.register_buffer("tokenized_prompts_neg", tok_neg[None])
+        self.t_n_ctx = t_n_ctx
+
+    def forward(self):
+        prompts_pos = torch.cat([self.token_prefix_pos, self.ctx_pos, self.token_suffix_pos], dim=2)
+        prompts_neg = torch.cat([self.token_prefix_neg, self.ctx_neg, self.token_suffix_neg], dim=2)
+        _, _, length, d = prompts_pos.shape
+        prompts = torch.cat(
+            [prompts_pos.reshape(-1, length, d), prompts_neg.reshape(-1, length, d)], dim=0
+        )
+        tok = torch.cat(
+            [
+                self.tokenized_prompts_pos.reshape(-1, length),
+                self.tokenized_prompts_neg.reshape(-1, length),
+            ]
+        )
+        return prompts, tok, self.compound_prompts_text
+
+
+@torch.no_grad()
+def official_test_step(
+    clip_model, learner: PromptLearner, image, *, features_list, dpam_layer, image_size, sigma
+):
+    """test.py's loop body for one batch: image scores (pr_sp) and blurred anomaly maps."""
+    from scipy.ndimage import gaussian_filter
+
+    prompts, tokenized_prompts, compound_prompts_text = learner()
+    text_features = encode_text_learn(
+        clip_model, prompts, tokenized_prompts, compound_prompts_text, learner.t_n_ctx
+    ).float()
+    text_features = torch.stack(torch.chunk(text_features, dim=0, chunks=2), dim=1)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    visual = AnomalyCLIPVisual(clip_model)
+    visual.DAPM_replace(DPAM_layer=dpam_layer)
+    image_features, patch_features = visual(image, features_list, DPAM_layer=dpam_layer)
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_probs = image_features @ text_features.permute(0, 2, 1)
+    text_probs = (text_probs / 0.07).softmax(-1)
+    text_probs = text_probs[:, 0, 1]
+    anomaly_map_list = []
+    for patch_feature in patch_features:
+        patch_feature = patch_feature / patch_feature.norm(dim=-1, keepdim=True)
+        similarity, _ = compute_similarity(patch_feature, text_features[0])
+        similarity_map = get_similarity_map(similarity[:, 1:, :], image_size)
+        anomaly_map = (similarity_map[..., 1] + 1 - similarity_map[..., 0]) / 2.0
+        anomaly_map_list.append(anomaly_map)
+    anomaly_map = torch.stack(anomaly_map_list).sum(dim=0)
+    anomaly_map = torch.stack(
+        [torch.from_numpy(gaussian_filter(i, sigma=sigma)) for i in anomaly_map.cpu()], dim=0
+    )
+    return text_probs.numpy(), anomaly_map.numpy(), text_features[0].numpy()

@@ -86,3 +86,79 @@ def test_bad_taps_and_layers(model):
         AnomalyCLIPVisionGraph(model, image_size=56, taps=(6, 25))
     with pytest.raises(ValueError, match="dpam_layer"):
         AnomalyCLIPVisionGraph(model, image_size=56, dpam_layer=30)
+
+
+def _text_tower(model):
+    """The method's text side on our prompted text graph (torch), as an engine runs it."""
+    import open_clip
+
+    from promptserve.exporters.graphs import PromptedTextGraph
+    from promptserve.exporters.text import TextTower
+    from promptserve.exporters.tokenizer import ClipTokenizer
+
+    graph = PromptedTextGraph(model).eval()
+
+    def encode(emb, eot, deep):
+        layers = deep.padded(graph.layers, deep.n_tokens)
+        with torch.no_grad():
+            return graph(
+                torch.from_numpy(emb), torch.from_numpy(eot), torch.from_numpy(layers),
+                torch.tensor(deep.depth),
+            ).numpy()  # fmt: skip
+
+    tokenizer = ClipTokenizer(open_clip.tokenizer.default_bpe(), 77)
+    table = model.token_embedding.weight.detach().numpy()
+    return TextTower(tokenizer, table, encode, truncate=True)
+
+
+@pytest.mark.parametrize("size", [56, 84], ids=["trained-size", "interpolated"])
+def test_anomalyclip_scores_and_maps_match_official(model, tmp_path, size):
+    """Checkpoint as train.py saves it -> import -> text features, dense graph, maps and scores
+    against test.py's arithmetic (scipy's gaussian_filter included)."""
+    from anomalyclip_reference import PromptLearner, official_test_step
+
+    from promptserve.exporters.backbones import BackboneSpec
+    from promptserve.exporters.importers.anomalyclip import import_anomalyclip
+    from promptserve.exporters.methods.anomalyclip import (
+        AnomalyCLIPParams,
+        anomaly_outputs,
+        text_features,
+    )
+    from promptserve.exporters.seeded import seeded_backbone
+
+    spec: BackboneSpec = seeded_backbone(str(CONFIG), seed=0, directory=tmp_path / "b")
+    # depth 2 on the tiny 2-layer text tower: deep prompts at layer 1 (the official uses 9 of 12)
+    learner = PromptLearner(model, n_ctx=12, depth=2, t_n_ctx=4, seed=1)
+    torch.save({"prompt_learner": learner.state_dict()}, tmp_path / "epoch_15.pth")
+    params = AnomalyCLIPParams(image_size=size, sigma=4.0)
+    art = import_anomalyclip(tmp_path / "epoch_15.pth", backbone=spec, params=params)
+    assert set(art.tensors) == {"ctx_pos", "ctx_neg", "compound_prompts_text"}
+
+    pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(7))
+    text = text_features(art, _text_tower(model))
+    graph = AnomalyCLIPVisionGraph(model, image_size=size, taps=TAPS, dpam_layer=20)
+    with torch.no_grad():
+        image, patches = graph(pixels)
+    scores, maps = anomaly_outputs(image.numpy(), patches.numpy(), text, image_size=size, sigma=4.0)
+
+    # test.py runs batch_size=1: its `text_probs[:, 0, 1]` keeps only the first image of a batch
+    steps = [
+        official_test_step(
+            model,
+            learner,
+            pixels[i : i + 1],
+            features_list=list(TAPS),
+            dpam_layer=20,
+            image_size=size,
+            sigma=4,
+        )
+        for i in range(len(pixels))
+    ]
+    want_scores = np.concatenate([s[0] for s in steps])
+    want_maps = np.concatenate([s[1] for s in steps])
+    want_text = steps[0][2]
+    np.testing.assert_allclose(text, want_text, atol=1e-5)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    assert maps.shape == (2, size, size)
+    np.testing.assert_allclose(maps, want_maps, atol=1e-4)
+    assert maps.std() > 1e-3  # a map with structure, not a constant

@@ -1,0 +1,86 @@
+"""`anomalyclip` (Zhou et al., ICLR 2024): object-agnostic learned prompts for zero-shot anomaly
+detection, computed as zqhang/AnomalyCLIP computes them.
+
+- Text (`prompt_ensemble.py::AnomalyCLIP_PromptLearner`): "X x n_ctx object." and "X x n_ctx
+  damaged object." with learned contexts `ctx_pos` / `ctx_neg` spliced after SOS, and text-side
+  deep prompts (`compound_prompts_text`, `t_n_ctx` tokens) replacing positions 1..t_n_ctx at
+  layers 1..depth-1 (`AnomalyCLIP.py::ResidualAttentionBlock_learnable_token`, `.half()` cast).
+  Both sentences are encoded once, at registration: `[normal, anomalous]` features, normalised.
+- Vision: `exporters/dense_graphs.py::AnomalyCLIPVisionGraph` (DPAM, taps 6/12/18/24).
+- Scores (`test.py`): image score = softmax(image · T / 0.07)[anomalous], with the official
+  class token taken without `ln_post`; per tap softmax(patch · T / 0.07), anomaly map
+  (p_anomalous + 1 - p_normal) / 2 upsampled bilinearly to the input size, summed over taps,
+  Gaussian blur σ=4. The sum is taken before upsampling: both are linear and bilinear weights
+  sum to one, so this is the same map at 1/taps of the upsampling work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.deep_prompts import DeepPrompts, fp16_round
+from promptserve.exporters.maps import gaussian_blur, resize_bilinear
+from promptserve.exporters.methods.coop import prompt_ids
+from promptserve.exporters.text import TextTower, l2_normalize
+
+TEMPERATURE = 0.07
+STATES = ("object", "damaged object")  # state_normal_list / state_anomaly_list on "object"
+
+
+class AnomalyCLIPParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    taps: tuple[int, ...] = Field((6, 12, 18, 24), description="1-based layers (features_list).")
+    dpam_layer: int = Field(20, ge=1, description="DAPM_replace(DPAM_layer): last N-1 blocks.")
+    image_size: int = Field(518, ge=1, description="Input size the map is computed at.")
+    sigma: float = Field(4.0, ge=0, description="Gaussian blur of the summed map.")
+
+
+def text_features(artifact: PromptArtifact, tower: TextTower) -> np.ndarray:
+    """[2, E] normalised features of the normal and the anomalous prompt."""
+    t = artifact.tensors
+    try:
+        deep = fp16_round(t["compound_prompts_text"])  # [depth - 1, t_n_ctx, D]
+        contexts = [
+            np.asarray(t[k], np.float32).reshape(-1, deep.shape[-1]) for k in ("ctx_pos", "ctx_neg")
+        ]
+    except KeyError as exc:
+        raise ArtifactError(f"anomalyclip artifact is missing tensor {exc}") from None
+    feats = []
+    for ctx, state in zip(contexts, STATES, strict=True):
+        n_ctx = len(ctx)
+        ids = prompt_ids(tower, " ".join(["X"] * n_ctx), [state])
+        emb = tower.embed_tokens(ids).copy()
+        emb[:, 1 : 1 + n_ctx] = ctx
+        # entry 0 restates what the embeddings hold: the deep prompts are t_n_ctx tokens long,
+        # the context n_ctx; only positions 1..t_n_ctx are replaced at deeper layers
+        first = emb[0, 1 : 1 + deep.shape[1]]
+        layers = DeepPrompts(np.concatenate([first[None], deep]))
+        feats.append(tower.encode(emb, ids.argmax(axis=-1), layers)[0])
+    return l2_normalize(np.stack(feats)).astype(np.float32)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def anomaly_outputs(
+    image_embeds: np.ndarray,
+    patch_embeds: np.ndarray,
+    text: np.ndarray,
+    *,
+    image_size: int,
+    sigma: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """image_embeds [B, E], patch_embeds [B, taps, g*g, E], text [2, E] -> image scores [B]
+    in [0, 1] and anomaly maps [B, image_size, image_size] (summed over taps, so in
+    [0, taps])."""
+    scores = _softmax(l2_normalize(image_embeds) @ text.T / TEMPERATURE)[:, 1]
+    probs = _softmax(l2_normalize(patch_embeds) @ text.T / TEMPERATURE)  # [B, taps, G, 2]
+    per_patch = ((probs[..., 1] + 1 - probs[..., 0]) / 2).sum(axis=1)  # [B, G]
+    side = round(per_patch.shape[1] ** 0.5)
+    maps = resize_bilinear(per_patch.reshape(-1, side, side), (image_size, image_size))
+    return scores.astype(np.float32), gaussian_blur(maps, sigma)
