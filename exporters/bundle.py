@@ -59,6 +59,18 @@ class ParityResult(BaseModel):
     passed: bool
 
 
+class AnomalyGraphSpec(BaseModel):
+    """What the `anomaly` graph was exported with: the input is `image_size` square (AnomalyCLIP
+    resizes without keeping the aspect ratio), positional embedding interpolated to it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_size: int
+    taps: tuple[int, ...]
+    dpam_layer: int
+    grid: int = Field(0, description="Patches per side at image_size (set by export).")
+
+
 class BundleManifest(BaseModel):
     schema_version: Literal[1] = 1
     backbone: BackboneSpec
@@ -77,6 +89,9 @@ class BundleManifest(BaseModel):
     )
     deep_prompts: DeepPromptSlots | None = Field(
         None, description="Set when the bundle has the prompted graphs (MaPLe, IVLP)."
+    )
+    anomaly: AnomalyGraphSpec | None = Field(
+        None, description="Set when the bundle has AnomalyCLIP's dense vision graph."
     )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 

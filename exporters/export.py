@@ -19,12 +19,14 @@ from tqdm.auto import tqdm
 from promptserve.exporters.backbones import BackboneSpec
 from promptserve.exporters.bundle import (
     BUNDLE_FILE,
+    AnomalyGraphSpec,
     BundleManifest,
     GraphInfo,
     ParityResult,
     PreprocessConfig,
 )
 from promptserve.exporters.deep_prompts import DeepPromptSlots
+from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph
 from promptserve.exporters.graphs import (
     PromptedTextGraph,
     PromptedVisionGraph,
@@ -49,11 +51,13 @@ def export_bundle(
     progress: bool = True,
     deep_prompts: bool = True,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+    anomaly: AnomalyGraphSpec | None = None,
 ) -> BundleManifest:
     """Export `spec`'s vision and text graphs to ONNX and check them against torch.
 
     With `deep_prompts`, the prompted variants (MaPLe, IVLP) are exported too: they cost a
-    second copy of each tower's weights on disk and serve every deep-prompt artifact.
+    second copy of each tower's weights on disk and serve every deep-prompt artifact. With
+    `anomaly`, AnomalyCLIP's dense vision graph at that input size (`grid` is filled in).
 
     Example:
         >>> export_bundle(BackboneSpec.parse("ViT-B-32:openai"), "bundles/vit-b-32")
@@ -62,7 +66,7 @@ def export_bundle(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=7, desc="export", disable=not progress, unit="step")
+    steps = tqdm(total=8, desc="export", disable=not progress, unit="step")
     bounds = {"batch": (1, 1 << 16), "prompt": (1, max_prompt_tokens)}
 
     steps.set_postfix_str("load backbone")
@@ -108,6 +112,21 @@ def export_bundle(
         )
     steps.update()
 
+    if anomaly is not None:
+        steps.set_postfix_str("export anomaly graph")
+        dense = AnomalyCLIPVisionGraph(
+            model, image_size=anomaly.image_size, taps=anomaly.taps, dpam_layer=anomaly.dpam_layer
+        ).eval()
+        big = torch.randn(
+            2, 3, anomaly.image_size, anomaly.image_size, generator=torch.Generator().manual_seed(1)
+        )
+        _export(dense, (big,), out / "anomaly.onnx", bounds)
+        graphs["anomaly"] = (dense, (big[:1],))
+        anomaly = anomaly.model_copy(
+            update={"grid": anomaly.image_size // model.visual.conv1.kernel_size[0]}
+        )
+    steps.update()
+
     steps.set_postfix_str("tokenizer + embeddings")
     from safetensors.torch import save_file
 
@@ -144,6 +163,7 @@ def export_bundle(
         parity=parity,
         text_truncation=True,
         deep_prompts=slots,
+        anomaly=anomaly,
     )
     (out / BUNDLE_FILE).write_text(manifest.model_dump_json(indent=2))
     steps.update()
@@ -212,18 +232,26 @@ def _parity(module, path: Path, args: tuple, tolerance: float) -> ParityResult:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {n: a.numpy() for n, a in zip(module.input_names, args, strict=True)}
-    got = session.run(None, feeds)[0]
+    got = session.run(None, feeds)
     with torch.no_grad():
-        want = module(*args).numpy()
-    diff = float(np.abs(got - want).max())
-    cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
+        want = module(*args)
+    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True))
+    cos = min(
+        float(_cosines(g.reshape(len(g), -1), w.reshape(len(w), -1)).min())
+        for g, w in zip(got, want, strict=True)
+    )
     return ParityResult(
         max_abs_diff=diff,
-        min_cosine=float(cos.min()),
+        min_cosine=cos,
         tolerance=tolerance,
-        batch=len(got),
+        batch=len(got[0]),
         passed=diff <= tolerance,
     )
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
 def _square(size: int | tuple[int, int] | list[int]) -> int:

@@ -22,6 +22,7 @@ def _backbone(text: str):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from promptserve.exporters.bundle import AnomalyGraphSpec
     from promptserve.exporters.export import export_bundle
 
     manifest = export_bundle(
@@ -30,7 +31,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         deep_prompts=args.deep_prompts,
         max_prompt_tokens=args.max_prompt_tokens,
-    )
+        anomaly=AnomalyGraphSpec(image_size=args.anomaly_size, taps=args.anomaly_taps,
+                                 dpam_layer=args.dpam_layer) if args.anomaly_size else None,
+    )  # fmt: skip
     for name, p in manifest.parity.items():
         print(
             f"{name:>15} graph: max|onnx-torch|={p.max_abs_diff:.2e}  min cosine={p.min_cosine:.6f}  (tol {p.tolerance})"
@@ -210,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--max-prompt-tokens", type=int, default=16, help="most deep-prompt tokens per layer"
+    )
+    s.add_argument(
+        "--anomaly-size",
+        type=int,
+        help="also export AnomalyCLIP's dense graph at this input size (official: 518)",
+    )
+    s.add_argument(
+        "--anomaly-taps",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        default=(6, 12, 18, 24),
+        help="1-based layers whose patch tokens make the map (official: 6,12,18,24)",
+    )
+    s.add_argument(
+        "--dpam-layer", type=int, default=20, help="DPAM on the last N-1 blocks (official: 20)"
     )
     s.set_defaults(fn=cmd_export)
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.bundle import Bundle, BundleError
+from promptserve.exporters.bundle import AnomalyGraphSpec, Bundle, BundleError
 from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
 from promptserve.exporters.text import TextTower
 
@@ -56,6 +56,22 @@ class Engine(ABC):
     ) -> np.ndarray:
         """[N, L, D] token embeddings, [N] EOT positions -> [N, E] text embeddings; with
         `deep`, through the prompted text graph."""
+
+    def encode_anomaly(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, 3, S, S] at the anomaly graph's size -> (image_embeds [B, E], patch_embeds
+        [B, taps, g*g, E]) through AnomalyCLIP's dense graph."""
+        raise BundleError(
+            f"engine {self.name!r} cannot run the anomaly graph"
+        )  # pragma: no cover - every engine here implements it
+
+    @cached_property
+    def anomaly_spec(self) -> AnomalyGraphSpec:
+        spec = self.bundle.manifest.anomaly
+        if spec is None:
+            raise BundleError(
+                f"bundle {self.bundle.dir} has no anomaly graph; export it with --anomaly-size"
+            )
+        return spec
 
     @cached_property
     def deep_slots(self) -> DeepPromptSlots:

@@ -50,6 +50,11 @@ class OnnxRuntimeEngine(Engine):
         feeds = {"pixel_values": pixel_values, **prompts.inputs()}
         return self._sessions["vision_prompted"].run(None, feeds)[0]
 
+    def encode_anomaly(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.anomaly_spec  # noqa: B018 -- a clear error for bundles without the graph
+        image, patches = self._sessions["anomaly"].run(None, {"pixel_values": pixel_values})
+        return image, patches
+
     def encode_text(
         self,
         token_embeddings: np.ndarray,

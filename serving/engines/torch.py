@@ -32,6 +32,12 @@ class TorchEngine(Engine):
         model = bundle.manifest.backbone.load()
         self._vision = VisionGraph(model).eval()
         self._text = TextGraph(model).eval()
+        if (spec := bundle.manifest.anomaly) is not None:
+            from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph
+
+            self._anomaly = AnomalyCLIPVisionGraph(
+                model, image_size=spec.image_size, taps=spec.taps, dpam_layer=spec.dpam_layer
+            ).eval()
         if bundle.manifest.deep_prompts is not None:
             self._vision_prompted = PromptedVisionGraph(model).eval()
             self._text_prompted = PromptedTextGraph(model).eval()
@@ -48,6 +54,13 @@ class TorchEngine(Engine):
             return self._run(self._vision, {"pixel_values": pixel_values})
         self.deep_slots  # noqa: B018 -- a clear error for bundles without prompted graphs
         return self._run(self._vision_prompted, {"pixel_values": pixel_values, **prompts.inputs()})
+
+    def encode_anomaly(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.anomaly_spec  # noqa: B018 -- a clear error for bundles without the graph
+        t = self._torch
+        with t.inference_mode():
+            image, patches = self._anomaly(t.from_numpy(pixel_values))
+        return image.numpy(), patches.numpy()
 
     def encode_text(
         self,

@@ -162,3 +162,46 @@ def test_anomalyclip_scores_and_maps_match_official(model, tmp_path, size):
     assert maps.shape == (2, size, size)
     np.testing.assert_allclose(maps, want_maps, atol=1e-4)
     assert maps.std() > 1e-3  # a map with structure, not a constant
+
+
+@pytest.fixture(scope="module")
+def anomaly_bundle(model, tmp_path_factory):
+    from promptserve.exporters.bundle import AnomalyGraphSpec, Bundle
+    from promptserve.exporters.export import export_bundle
+    from promptserve.exporters.seeded import seeded_backbone
+
+    spec = seeded_backbone(str(CONFIG), seed=0, directory=tmp_path_factory.mktemp("anomaly-b"))
+    out = tmp_path_factory.mktemp("anomaly-bundle")
+    export_bundle(
+        spec,
+        out,
+        progress=False,
+        deep_prompts=False,  # not needed here; saves half the export time
+        anomaly=AnomalyGraphSpec(image_size=84, taps=TAPS, dpam_layer=20),
+    )
+    return Bundle(out)
+
+
+def test_bundle_exports_the_anomaly_graph_and_engines_run_it(model, anomaly_bundle):
+    from promptserve.serving.engines.base import create_engine
+
+    m = anomaly_bundle.manifest
+    assert m.anomaly is not None and m.anomaly.grid == 6 and m.anomaly.taps == TAPS
+    assert m.parity["anomaly"].passed
+    pixels = np.random.default_rng(2).standard_normal((2, 3, 84, 84)).astype(np.float32)
+    with torch.no_grad():
+        want = AnomalyCLIPVisionGraph(model, image_size=84, taps=TAPS)(torch.from_numpy(pixels))
+    for name in ("onnxruntime", "torch"):
+        image, patches = create_engine(name, anomaly_bundle).encode_anomaly(pixels)
+        np.testing.assert_allclose(image, want[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(patches, want[1].numpy(), atol=1e-4)
+
+
+def test_bundle_without_anomaly_graph_says_how_to_get_one(tiny_bundle):
+    from promptserve.exporters.bundle import BundleError
+    from promptserve.serving.engines.base import create_engine
+
+    with pytest.raises(BundleError, match="--anomaly-size"):
+        create_engine("onnxruntime", tiny_bundle).encode_anomaly(
+            np.zeros((1, 3, 84, 84), np.float32)
+        )
