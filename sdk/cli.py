@@ -85,6 +85,16 @@ def _import_deep(args: argparse.Namespace, spec):
     )
 
 
+def _import_anomalyclip(args: argparse.Namespace, spec):
+    from promptserve.exporters.importers.anomalyclip import import_anomalyclip
+    from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams
+
+    params = AnomalyCLIPParams(
+        taps=args.taps, dpam_layer=args.dpam_layer, image_size=args.image_size, sigma=args.sigma
+    )
+    return import_anomalyclip(args.checkpoint, backbone=spec, params=params)
+
+
 def _import_cupl(args: argparse.Namespace, spec):
     from promptserve.exporters.importers import read_classnames
     from promptserve.exporters.importers.cupl import import_cupl
@@ -114,6 +124,7 @@ IMPORTERS = {
     "ivlp": _import_deep,
     "cupl": _import_cupl,
     "templates": _import_templates,
+    "anomalyclip": _import_anomalyclip,
 }
 
 
@@ -255,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
             default="a photo of a",
             help="the training config's CTX_INIT ('' if the context was randomly initialised)",
         )
+    ac = isub.add_parser(
+        "anomalyclip", help='an AnomalyCLIP checkpoint ({"prompt_learner": ...} from train.py)'
+    )
+    ac.add_argument("checkpoint", type=Path, help="e.g. checkpoints/9_12_4_multiscale/epoch_15.pth")
+    ac.add_argument("--image-size", type=int, default=518, help="map resolution (official: 518)")
+    ac.add_argument("--sigma", type=float, default=4.0, help="Gaussian blur of the map")
+    ac.add_argument(
+        "--taps",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        default=(6, 12, 18, 24),
+        help="1-based layers whose patch tokens make the map",
+    )
+    ac.add_argument("--dpam-layer", type=int, default=20, help="DPAM on the last N-1 blocks")
     tpl = isub.add_parser("templates", help="a hand-written template ensemble")
     tpl.add_argument(
         "--templates",
@@ -275,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--classnames", required=True, type=Path, help="one class name per line, or a JSON list"
         )
-    for cmd in (coop, kg, coco, maple, src, ivlp, tpl, cupl):
+    for cmd in (coop, kg, coco, maple, src, ivlp, tpl, cupl, ac):
         cmd.add_argument(
             "--backbone", required=True, help=f"the backbone it runs on, or {DEMO_HINT}"
         )

@@ -271,3 +271,30 @@ def test_import_maple_and_promptsrc(tmp_path, tiny_spec, tiny_model):
         manifest = json.loads((tmp_path / method / "manifest.json").read_text())
         assert manifest["hparams"] == {"prompt_prefix": prefix}
         assert manifest["method"] == ("maple" if method == "maple" else "ivlp")
+
+
+def test_import_anomalyclip(tmp_path, tiny_spec):
+    """A file laid out as AnomalyCLIP's train.py saves it: {"prompt_learner": state_dict}."""
+    state = {
+        "ctx_pos": torch.randn(1, 1, 12, 64),
+        "ctx_neg": torch.randn(1, 1, 12, 64),
+        **{f"compound_prompts_text.{i}": torch.randn(4, 64) for i in range(8)},
+        **{f"compound_prompt_projections.{i}.weight": torch.randn(896, 64) for i in range(8)},
+        "token_prefix_pos": torch.randn(1, 1, 1, 64),
+        "tokenized_prompts_pos": torch.zeros(1, 1, 77, dtype=torch.long),
+    }
+    torch.save({"prompt_learner": state}, tmp_path / "epoch_15.pth")
+    out = run("import", "anomalyclip", str(tmp_path / "epoch_15.pth"), "--image-size", "336",
+              "--backbone", f"{tiny_spec.arch}@{tiny_spec.weights}", "-o", str(tmp_path / "ac"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "ac" / "manifest.json").read_text())
+    assert manifest["method"] == "anomalyclip" and manifest["task"] == "anomaly"
+    assert manifest["hparams"]["image_size"] == 336 and manifest["hparams"]["taps"] == [
+        6,
+        12,
+        18,
+        24,
+    ]
+    bad = run("import", "anomalyclip", str(tmp_path / "epoch_15.pth"), "--backbone", "ViT-B-32:openai",
+              "-o", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.returncode != 0 and "text width" in bad.stderr
