@@ -31,6 +31,8 @@ from promptserve._constants import (
 from promptserve._exceptions import InvalidInput
 from promptserve._images import _RESAMPLE, ImageInput, image_to_bytes
 from promptserve.types import (
+    AnomalyRequest,
+    AnomalyResponse,
     ClassifyRequest,
     ClassifyResponse,
     ModelInfo,
@@ -56,16 +58,21 @@ def _invalid(exc: ValidationError) -> InvalidInput:
     return InvalidInput(message, param=(where[0] or None) if where else None)
 
 
-def _classify_plan(
-    images: Images, *, prompt_id: str | None, labels: Sequence[str] | None, **options: Any
-) -> tuple[list[ImageInput], ClassifyRequest]:
-    """Validate the call's arguments: the images as a list, and a request without its images."""
+def _image_list(images: Images) -> list[ImageInput]:
     batch = isinstance(images, (list, tuple)) or (
         isinstance(images, np.ndarray) and images.ndim == 4  # (N, H, W, C)
     )
     items = list(images) if batch else [images]
     if not items:
         raise InvalidInput("`images` is empty", param="images")
+    return items
+
+
+def _classify_plan(
+    images: Images, *, prompt_id: str | None, labels: Sequence[str] | None, **options: Any
+) -> tuple[list[ImageInput], ClassifyRequest]:
+    """Validate the call's arguments: the images as a list, and a request without its images."""
+    items = _image_list(images)
     if (prompt_id is None) == (labels is None):
         raise InvalidInput("give exactly one of `prompt_id` or `labels`", param="prompt_id")
     if isinstance(labels, str) or (labels is not None and not labels):
@@ -77,6 +84,22 @@ def _classify_plan(
     except ValidationError as exc:
         raise _invalid(exc) from exc
     return items, template
+
+
+def _anomaly_plan(images: Images, prompt_id: str) -> list[ImageInput]:
+    items = _image_list(images)
+    if not isinstance(prompt_id, str) or not prompt_id:
+        raise InvalidInput("`prompt_id` names a registered anomaly prompt", param="prompt_id")
+    return items
+
+
+def _merge_anomaly(responses: Sequence[AnomalyResponse], offsets: Sequence[int]) -> AnomalyResponse:
+    results = [
+        r.model_copy(update={"index": offset + r.index})
+        for response, offset in zip(responses, offsets, strict=True)
+        for r in response.results
+    ]
+    return responses[0].model_copy(update={"results": sorted(results, key=lambda r: r.index)})
 
 
 def _downscale_args(info: ModelInfo | None) -> dict[str, Any]:
@@ -276,6 +299,39 @@ class Client(BaseClient):
                     pool.shutdown(cancel_futures=True)
         return _merge(responses, [offset for offset, _ in chunks])
 
+    def detect_anomalies(
+        self,
+        images: Images,
+        *,
+        prompt_id: str,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: bool | None = None,
+        timeout: Timeout | None = None,
+    ) -> AnomalyResponse:
+        """Anomaly score and pixel map per image, against a registered anomaly prompt
+        (AnomalyCLIP). Images are sent at full size so each map comes back at the image's own
+        size (`results[i].anomaly_map()`); `promptserve.overlay` draws it over the image.
+
+        Raises:
+            InvalidInput: Bad images, or a prompt that is not an anomaly prompt.
+            PromptNotFound: `prompt_id` is not registered.
+
+        Example:
+            >>> out = client.detect_anomalies(["bottle.png"], prompt_id="anomalyclip")
+            >>> out.results[0].score, out.results[0].anomaly_map().shape
+            (0.93, (900, 900))
+        """
+        items = _anomaly_plan(images, prompt_id)
+        chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
+        responses = []
+        with _progress_bar(len(items), progress) as bar:
+            for offset, part in chunks:
+                body = AnomalyRequest(images=_encode_images(part, offset, {}), prompt_id=prompt_id)
+                response = self._request("POST", "/v1/anomaly", body=body, timeout=timeout)
+                responses.append(self._parse(response, AnomalyResponse))
+                bar.update(len(part))
+        return _merge_anomaly(responses, [offset for offset, _ in chunks])
+
     def register_prompt(
         self, artifact: Artifact, *, prompt_id: str | None = None, timeout: Timeout | None = None
     ) -> PromptInfo:
@@ -418,6 +474,28 @@ class AsyncClient(BaseClient):
                     task.cancel()
                 raise
         return _merge(responses, [offset for offset, _ in chunks])
+
+    async def detect_anomalies(
+        self,
+        images: Images,
+        *,
+        prompt_id: str,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: bool | None = None,
+        timeout: Timeout | None = None,
+    ) -> AnomalyResponse:
+        """`Client.detect_anomalies`, awaitable."""
+        items = _anomaly_plan(images, prompt_id)
+        chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
+        responses = []
+        with _progress_bar(len(items), progress) as bar:
+            for offset, part in chunks:
+                encoded = await asyncio.to_thread(_encode_images, part, offset, {})
+                body = AnomalyRequest(images=encoded, prompt_id=prompt_id)
+                response = await self._request("POST", "/v1/anomaly", body=body, timeout=timeout)
+                responses.append(self._parse(response, AnomalyResponse))
+                bar.update(len(part))
+        return _merge_anomaly(responses, [offset for offset, _ in chunks])
 
     async def register_prompt(
         self, artifact: Artifact, *, prompt_id: str | None = None, timeout: Timeout | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import TypeVar
 
 import numpy as np
 from pydantic import ValidationError
@@ -15,7 +16,9 @@ from promptserve._images import ImageDecodeError, crop_uint8, decode_image
 from promptserve.exporters.bundle import PreprocessConfig
 from promptserve.serving.config import LimitsConfig
 from promptserve.serving.errors import InvalidInput, PayloadTooLarge
-from promptserve.types import ClassifyRequest
+from promptserve.types import AnomalyRequest, ClassifyRequest
+
+M = TypeVar("M", ClassifyRequest, AnomalyRequest)
 
 
 def _refuse_declared_oversize(request: Request, limits: LimitsConfig) -> None:
@@ -44,28 +47,21 @@ def _too_large(size: int, limits: LimitsConfig) -> str:
     )
 
 
+async def parse_anomaly(
+    request: Request, limits: LimitsConfig
+) -> tuple[AnomalyRequest, list[bytes]]:
+    """JSON (`AnomalyRequest`, base64 images) or multipart (`images` files + `prompt_id`)."""
+    return await _parse_images(request, limits, AnomalyRequest, ("prompt_id",), ())
+
+
 async def parse_classify(
     request: Request, limits: LimitsConfig
 ) -> tuple[ClassifyRequest, list[bytes]]:
     """JSON (`ClassifyRequest`, base64 images) or multipart (`images` files + the same fields)."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        req, blobs = await _parse_multipart(request, limits)
-    elif content_type.startswith("application/json") or not content_type:
-        req = _validate(await read_body(request, limits))
-        blobs = [_b64(s, i) for i, s in enumerate(req.images)]
-    else:
-        raise InvalidInput(
-            f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
-        )
-    if not blobs:
-        raise InvalidInput("`images` is empty: send at least one image", param="images")
-    if len(blobs) > limits.max_images_per_request:
-        raise InvalidInput(
-            f"{len(blobs)} images in one request, above the limit of {limits.max_images_per_request}; "
-            "split the list (the SDK does this for you)",
-            param="images",
-        )
+    req, blobs = await _parse_images(
+        request, limits, ClassifyRequest, ("prompt_id", "top_k", "return_logits"),
+        ("labels", "templates"),
+    )  # fmt: skip
     if req.labels is not None:
         if not req.labels or any(not label.strip() for label in req.labels):
             raise InvalidInput(
@@ -80,9 +76,37 @@ async def parse_classify(
     return req, blobs
 
 
-def _validate(body: bytes) -> ClassifyRequest:
+async def _parse_images(
+    request: Request,
+    limits: LimitsConfig,
+    model: type[M],
+    scalar_fields: tuple[str, ...],
+    list_fields: tuple[str, ...],
+) -> tuple[M, list[bytes]]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        req, blobs = await _parse_multipart(request, limits, model, scalar_fields, list_fields)
+    elif content_type.startswith("application/json") or not content_type:
+        req = _validate(await read_body(request, limits), model)
+        blobs = [_b64(s, i) for i, s in enumerate(req.images)]
+    else:
+        raise InvalidInput(
+            f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
+        )
+    if not blobs:
+        raise InvalidInput("`images` is empty: send at least one image", param="images")
+    if len(blobs) > limits.max_images_per_request:
+        raise InvalidInput(
+            f"{len(blobs)} images in one request, above the limit of {limits.max_images_per_request}; "
+            "split the list (the SDK does this for you)",
+            param="images",
+        )
+    return req, blobs
+
+
+def _validate(body: bytes, model: type[M]) -> M:
     try:
-        return ClassifyRequest.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise InvalidInput.from_validation(exc) from None
 
@@ -95,24 +119,28 @@ def _b64(data: str, i: int) -> bytes:
 
 
 async def _parse_multipart(
-    request: Request, limits: LimitsConfig
-) -> tuple[ClassifyRequest, list[bytes]]:
+    request: Request,
+    limits: LimitsConfig,
+    model: type[M],
+    scalar_fields: tuple[str, ...],
+    list_fields: tuple[str, ...],
+) -> tuple[M, list[bytes]]:
     _refuse_declared_oversize(request, limits)
     form = await request.form(
         max_files=limits.max_images_per_request + 1, max_part_size=limits.max_body_bytes
     )
     blobs = [await f.read() for f in form.getlist("images") if isinstance(f, UploadFile)]
     fields: dict = {"images": []}
-    for key in ("prompt_id", "top_k", "return_logits"):
+    for key in scalar_fields:
         if key in form:
             fields[key] = form[key]
-    for key in ("labels", "templates"):
+    for key in list_fields:
         values = [v for v in form.getlist(key) if isinstance(v, str)]
         if len(values) == 1 and values[0].startswith("["):
             values = json.loads(values[0])
         if values:
             fields[key] = values
-    return _validate(json.dumps(fields).encode()), blobs
+    return _validate(json.dumps(fields).encode(), model), blobs
 
 
 def decode_crops(blobs: list[bytes], pre: PreprocessConfig, limits: LimitsConfig) -> np.ndarray:
@@ -125,3 +153,22 @@ def decode_crops(blobs: list[bytes], pre: PreprocessConfig, limits: LimitsConfig
             raise InvalidInput(f"images[{i}]: {exc}", param=f"images[{i}]") from None
         crops.append(crop_uint8(img, size=pre.size, interpolation=pre.interpolation))
     return np.stack(crops)
+
+
+def decode_resized(
+    blobs: list[bytes], size: int, limits: LimitsConfig
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Decode and resize every image to size x size without keeping the aspect ratio (as
+    AnomalyCLIP's transform does, so a map maps back onto the whole image); uint8 [n, S, S, 3]
+    and each image's original (height, width)."""
+    from PIL import Image
+
+    out, sizes = [], []
+    for i, blob in enumerate(blobs):
+        try:
+            img = decode_image(blob, max_pixels=limits.max_image_pixels)
+        except ImageDecodeError as exc:
+            raise InvalidInput(f"images[{i}]: {exc}", param=f"images[{i}]") from None
+        sizes.append((img.height, img.width))
+        out.append(np.asarray(img.resize((size, size), Image.BICUBIC), dtype=np.uint8))
+    return np.stack(out), sizes

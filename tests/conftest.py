@@ -22,6 +22,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 API_KEY = "test-secret-key"
+ANOMALY_TAPS = (1, 2, 3)
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +39,13 @@ def tiny_model(tiny_spec):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_spec, tmp_path_factory):
-    from promptserve.exporters.bundle import Bundle
+    from promptserve.exporters.bundle import AnomalyGraphSpec, Bundle
     from promptserve.exporters.export import export_bundle
 
     out = tmp_path_factory.mktemp("bundle")
-    export_bundle(tiny_spec, out, progress=False)
+    # with AnomalyCLIP's dense graph at the tiny ViT's size: DPAM on its last 2 of 3 blocks
+    anomaly = AnomalyGraphSpec(image_size=224, taps=ANOMALY_TAPS, dpam_layer=3)
+    export_bundle(tiny_spec, out, progress=False, anomaly=anomaly)
     return Bundle(out)
 
 

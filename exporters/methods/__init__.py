@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from promptserve.exporters.artifacts import ArtifactError
+from promptserve.exporters.methods.anomalyclip import AnomalyCLIPMethod
 from promptserve.exporters.methods.base import ClassHead, PromptMethod
 from promptserve.exporters.methods.cocoop import CoCoOpMethod
 from promptserve.exporters.methods.coop import CoOpMethod, KgCoOpMethod
@@ -20,6 +21,7 @@ METHODS: dict[str, type[PromptMethod]] = {
         CuPLMethod,
         MaPLeMethod,
         IVLPMethod,
+        AnomalyCLIPMethod,
     )
 }
 
@@ -35,6 +37,7 @@ def get_method(name: str) -> type[PromptMethod]:
 
 __all__ = [
     "METHODS",
+    "AnomalyCLIPMethod",
     "ClassHead",
     "CoCoOpMethod",
     "CoOpMethod",

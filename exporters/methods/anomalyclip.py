@@ -16,12 +16,17 @@ detection, computed as zqhang/AnomalyCLIP computes them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
+from promptserve.exporters.bundle import AnomalyGraphSpec, BundleManifest
 from promptserve.exporters.deep_prompts import DeepPrompts, fp16_round
 from promptserve.exporters.maps import gaussian_blur, resize_bilinear
+from promptserve.exporters.methods.base import ClassHead, PromptMethod
 from promptserve.exporters.methods.coop import prompt_ids
 from promptserve.exporters.text import TextTower, l2_normalize
 
@@ -84,3 +89,76 @@ def anomaly_outputs(
     side = round(per_patch.shape[1] ** 0.5)
     maps = resize_bilinear(per_patch.reshape(-1, side, side), (image_size, image_size))
     return scores.astype(np.float32), gaussian_blur(maps, sigma)
+
+
+@dataclass(frozen=True)
+class AnomalyHead(ClassHead):
+    """`features` are the [normal, anomalous] text features; the params say which dense graph
+    and which map arithmetic the artifact was trained for."""
+
+    params: AnomalyCLIPParams | None = None
+
+    def outputs(
+        self, image_embeds: np.ndarray, patch_embeds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [B] and maps [B, S, S] scaled to [0, 1] (the official sum over taps divided
+        by their count: a monotone rescaling, so AUROC and PRO are unchanged)."""
+        p = self.params or AnomalyCLIPParams()
+        scores, maps = anomaly_outputs(
+            image_embeds, patch_embeds, self.features, image_size=p.image_size, sigma=p.sigma
+        )
+        return scores, maps / len(p.taps)
+
+
+class AnomalyCLIPMethod(PromptMethod):
+    name = "anomalyclip"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"anomaly"})
+    params_model: ClassVar[type[BaseModel]] = AnomalyCLIPParams
+
+    @classmethod
+    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+        text_width, deep_slots = bundle.text_width, bundle.deep_prompts
+        cls.params(artifact)
+        if deep_slots is None:
+            raise ArtifactError(
+                "anomalyclip needs a bundle with prompted graphs (its text side has deep prompts)"
+            )
+        t = artifact.tensors
+        for key in ("ctx_pos", "ctx_neg", "compound_prompts_text"):
+            if key not in t:
+                raise ArtifactError(f"anomalyclip artifact is missing tensor {key!r}")
+            if t[key].shape[-1] != text_width:
+                raise ArtifactError(
+                    f"anomalyclip `{key}` is {t[key].shape[-1]} wide; this backbone's text tower "
+                    f"is {text_width} wide"
+                )
+        if len(t["compound_prompts_text"]) + 1 > deep_slots.text_layers:
+            raise ArtifactError("anomalyclip has more deep-prompt layers than the text tower")
+        _check_anomaly_graph(cls.params(artifact), bundle.anomaly)
+
+    @classmethod
+    def class_features(cls, artifact: PromptArtifact, tower: TextTower) -> np.ndarray:
+        return text_features(artifact, tower)
+
+    @classmethod
+    def make_head(
+        cls, artifact: PromptArtifact, features: np.ndarray, tower: TextTower
+    ) -> ClassHead:
+        return AnomalyHead(("normal", "anomalous"), features, params=cls.params(artifact))
+
+
+def _check_anomaly_graph(params: AnomalyCLIPParams, spec: AnomalyGraphSpec | None) -> None:
+    """An AnomalyCLIP artifact needs the dense graph exported with its size, taps and DPAM."""
+    if spec is None:
+        raise ArtifactError(
+            "this server's bundle has no anomaly graph; export the backbone with "
+            f"--anomaly-size {params.image_size}"
+        )
+    want = (params.image_size, tuple(params.taps), params.dpam_layer)
+    have = (spec.image_size, tuple(spec.taps), spec.dpam_layer)
+    if want != have:
+        raise ArtifactError(
+            f"the artifact expects the anomaly graph at (size, taps, dpam_layer) = {want}; the "
+            f"bundle's is {have}: re-export with --anomaly-size/--anomaly-taps/--dpam-layer or "
+            "re-import the artifact with matching --image-size/--taps/--dpam-layer"
+        )

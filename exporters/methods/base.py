@@ -10,7 +10,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots
+from promptserve.exporters.bundle import BundleManifest
+from promptserve.exporters.deep_prompts import DeepPrompts
 from promptserve.exporters.text import TextTower, l2_normalize
 
 
@@ -48,16 +49,9 @@ class PromptMethod(ABC):
             raise ArtifactError(f"{cls.name} hparams: {exc.errors()[0]['msg']}") from exc
 
     @classmethod
-    def validate(
-        cls,
-        artifact: PromptArtifact,
-        *,
-        text_width: int,
-        embed_dim: int | None = None,
-        deep_slots: DeepPromptSlots | None = None,
-    ) -> None:
-        """Raise ArtifactError if the artifact cannot run on a backbone of these widths (and,
-        for deep-prompt methods, these prompted graphs)."""
+    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+        """Raise ArtifactError if the artifact cannot run on this bundle (its widths, and the
+        prompted or dense graphs some methods need)."""
         cls.params(artifact)
 
     @classmethod

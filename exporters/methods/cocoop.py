@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.deep_prompts import DeepPromptSlots
+from promptserve.exporters.bundle import BundleManifest
 from promptserve.exporters.methods.base import ClassHead, PromptMethod
 from promptserve.exporters.methods.coop import build_prompts
 from promptserve.exporters.text import TextTower, l2_normalize
@@ -75,14 +75,8 @@ class CoCoOpMethod(PromptMethod):
     params_model = CoCoOpParams
 
     @classmethod
-    def validate(
-        cls,
-        artifact: PromptArtifact,
-        *,
-        text_width: int,
-        embed_dim: int | None = None,
-        deep_slots: DeepPromptSlots | None = None,
-    ) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+        text_width, embed_dim = bundle.text_width, bundle.embed_dim
         p: CoCoOpParams = cls.params(artifact)
         t = artifact.tensors
         missing = [k for k in ("ctx", *META_KEYS) if k not in t]

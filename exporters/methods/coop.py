@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.deep_prompts import DeepPromptSlots
+from promptserve.exporters.bundle import BundleManifest
 from promptserve.exporters.methods.base import PromptMethod
 from promptserve.exporters.text import TextTower, l2_normalize
 
@@ -34,14 +34,8 @@ class CoOpMethod(PromptMethod):
     params_model = CoOpParams
 
     @classmethod
-    def validate(
-        cls,
-        artifact: PromptArtifact,
-        *,
-        text_width: int,
-        embed_dim: int | None = None,
-        deep_slots: DeepPromptSlots | None = None,
-    ) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+        text_width = bundle.text_width
         p: CoOpParams = cls.params(artifact)
         ctx = artifact.tensors.get("ctx")
         n_cls = len(artifact.manifest.classnames)
@@ -118,14 +112,7 @@ class KgCoOpMethod(CoOpMethod):
     name = "kgcoop"
 
     @classmethod
-    def validate(
-        cls,
-        artifact: PromptArtifact,
-        *,
-        text_width: int,
-        embed_dim: int | None = None,
-        deep_slots: DeepPromptSlots | None = None,
-    ) -> None:
-        super().validate(artifact, text_width=text_width, embed_dim=embed_dim)
+    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+        super().validate(artifact, bundle)
         if cls.params(artifact).class_token_position != "end":
             raise ArtifactError("kgcoop places the class token at the end only")

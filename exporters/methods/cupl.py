@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.deep_prompts import DeepPromptSlots
+from promptserve.exporters.bundle import BundleManifest
 from promptserve.exporters.methods.base import PromptMethod
 from promptserve.exporters.text import TextTower, text_ensemble
 
@@ -30,15 +30,8 @@ class CuPLMethod(PromptMethod):
     params_model = CuPLParams
 
     @classmethod
-    def validate(
-        cls,
-        artifact: PromptArtifact,
-        *,
-        text_width: int,
-        embed_dim: int | None = None,
-        deep_slots: DeepPromptSlots | None = None,
-    ) -> None:
-        super().validate(artifact, text_width=text_width, embed_dim=embed_dim)
+    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+        super().validate(artifact, bundle)
         m = artifact.manifest
         texts = m.class_texts
         if texts is None or len(texts) != len(m.classnames):

@@ -30,7 +30,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots, fp16_round
+from promptserve.exporters.bundle import BundleManifest
+from promptserve.exporters.deep_prompts import DeepPrompts, fp16_round
 from promptserve.exporters.methods.base import ClassHead, PromptMethod
 from promptserve.exporters.methods.coop import prompt_ids
 from promptserve.exporters.text import TextTower, l2_normalize
@@ -66,14 +67,8 @@ class DeepPromptMethod(PromptMethod):
         raise NotImplementedError
 
     @classmethod
-    def validate(
-        cls,
-        artifact: PromptArtifact,
-        *,
-        text_width: int,
-        embed_dim: int | None = None,
-        deep_slots: DeepPromptSlots | None = None,
-    ) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+        text_width, deep_slots = bundle.text_width, bundle.deep_prompts
         cls.params(artifact)
         if deep_slots is None:
             raise ArtifactError(

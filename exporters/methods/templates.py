@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.deep_prompts import DeepPromptSlots
+from promptserve.exporters.bundle import BundleManifest
 from promptserve.exporters.methods.base import PromptMethod
 from promptserve.exporters.templates import resolve_templates
 from promptserve.exporters.text import TextTower, template_ensemble
@@ -15,15 +15,8 @@ class TemplatesMethod(PromptMethod):
     name = "templates"
 
     @classmethod
-    def validate(
-        cls,
-        artifact: PromptArtifact,
-        *,
-        text_width: int,
-        embed_dim: int | None = None,
-        deep_slots: DeepPromptSlots | None = None,
-    ) -> None:
-        super().validate(artifact, text_width=text_width, embed_dim=embed_dim)
+    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+        super().validate(artifact, bundle)
         try:
             resolve_templates(artifact.manifest.templates or None)
         except ValueError as exc:

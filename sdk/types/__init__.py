@@ -1,5 +1,11 @@
 """Wire schemas shared by the SDK and the server: one definition of every request and response."""
 
+from promptserve.types.anomaly import (
+    AnomalyRequest,
+    AnomalyResponse,
+    EncodedArray,
+    ImageAnomaly,
+)
 from promptserve.types.classification import (
     ClassifyRequest,
     ClassifyResponse,
@@ -11,11 +17,15 @@ from promptserve.types.models import ImageGeometry, ModelInfo
 from promptserve.types.prompts import PromptInfo, PromptList, RegisterPromptRequest
 
 __all__ = [
+    "AnomalyRequest",
+    "AnomalyResponse",
     "ClassifyRequest",
     "ClassifyResponse",
+    "EncodedArray",
     "ErrorBody",
     "ErrorDetail",
     "ErrorType",
+    "ImageAnomaly",
     "ImageClassification",
     "ImageGeometry",
     "LabelScore",

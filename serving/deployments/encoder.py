@@ -20,7 +20,9 @@ from promptserve._images import normalize
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
 from promptserve.exporters.bundle import Bundle
 from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch, plan_vision_calls
+from promptserve.exporters.maps import resize_bilinear
 from promptserve.exporters.methods import get_method
+from promptserve.exporters.methods.anomalyclip import AnomalyHead
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
 from promptserve.serving.engines.base import create_engine
@@ -28,6 +30,7 @@ from promptserve.serving.errors import InvalidInput
 from promptserve.serving.heads import HeadBank, score
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore
+from promptserve.types import EncodedArray
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,16 @@ class VisionJob:
 
     crops: np.ndarray
     prompts: DeepPrompts | None = None
+
+
+@dataclass(frozen=True)
+class AnomalyCall:
+    """One gateway anomaly request (or a chunk of one)."""
+
+    crops: np.ndarray  # uint8 [n, S, S, 3] at the anomaly graph's size, aspect not kept
+    sizes: tuple[tuple[int, int], ...]  # each image's original (height, width)
+    prompt_id: str
+    content_id: str
 
 
 def _num_images(jobs: list[VisionJob]) -> int:
@@ -80,6 +93,16 @@ class EncoderDeployment:
             if enc.batcher == "continuous"
             else self._serve_batched
         )
+        self._anomaly_batched = (
+            ContinuousBatcher(
+                self._run_anomaly_batch,
+                max_batch_size=enc.max_batch_size,
+                batch_wait_timeout_s=enc.batch_wait_timeout_s,
+                size_fn=len,
+            )
+            if self.bundle.manifest.anomaly is not None
+            else None
+        )
         self.reconfigure(
             {
                 "max_batch_size": config.encoder.max_batch_size,
@@ -89,12 +112,19 @@ class EncoderDeployment:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch settings come from config and can change without a restart (Serve user_config)."""
-        self._batched.set_max_batch_size(
-            int(user_config.get("max_batch_size", self.config.encoder.max_batch_size))
-        )
-        self._batched.set_batch_wait_timeout_s(
-            float(user_config.get("batch_wait_timeout_s", self.config.encoder.batch_wait_timeout_s))
-        )
+        for batcher in (self._batched, self._anomaly_batched):
+            if batcher is None:
+                continue
+            batcher.set_max_batch_size(
+                int(user_config.get("max_batch_size", self.config.encoder.max_batch_size))
+            )
+            batcher.set_batch_wait_timeout_s(
+                float(
+                    user_config.get(
+                        "batch_wait_timeout_s", self.config.encoder.batch_wait_timeout_s
+                    )
+                )
+            )
 
     async def classify(self, call: ClassifyCall) -> dict[str, Any]:
         """`{"results": [...per image...], "batch_images": size of the vision batch it rode in}`."""
@@ -120,6 +150,32 @@ class EncoderDeployment:
         else:
             results = score(embeds, head, **options)
         return {"results": results, "batch_images": batch_images}
+
+    async def detect_anomalies(self, call: AnomalyCall) -> dict[str, Any]:
+        """`{"results": [{score, map (float16 at the original size)}...], "batch_images": n}`."""
+        head = self.heads.cached(content_id=call.content_id, labels=None, templates=())
+        if head is None:
+            head = await asyncio.to_thread(self.heads.prompt_head, call.prompt_id, call.content_id)
+        if not isinstance(head, AnomalyHead):
+            raise InvalidInput(
+                f"prompt {call.prompt_id!r} is not an anomaly-detection prompt", param="prompt_id"
+            )
+        if self._anomaly_batched is None:
+            raise InvalidInput(
+                "this server's bundle has no anomaly graph; export it with --anomaly-size",
+                param="prompt_id",
+            )
+        (image, patches), batch_images = await self._anomaly_batched(call.crops)
+        results = await asyncio.to_thread(_anomaly_results, head, image, patches, call.sizes)
+        return {"results": results, "batch_images": batch_images}
+
+    async def _run_anomaly_batch(self, jobs: list[np.ndarray]) -> list[tuple[tuple, int]]:
+        crops = np.concatenate(jobs) if len(jobs) > 1 else jobs[0]
+        pre = self.bundle.manifest.preprocess
+        pixels = normalize(crops, mean=pre.mean, std=pre.std)
+        image, patches = await asyncio.to_thread(self.engine.encode_anomaly, pixels)
+        bounds = np.cumsum([0] + [len(j) for j in jobs])
+        return [((image[a:b], patches[a:b]), len(crops)) for a, b in itertools.pairwise(bounds)]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
     async def _serve_batched(self, jobs: list[VisionJob]) -> list[tuple[np.ndarray, int]]:
@@ -185,13 +241,7 @@ class EncoderDeployment:
         try:
             artifact = PromptArtifact.from_parts(manifest, tensors)
             method = get_method(artifact.manifest.method)
-            m = self.bundle.manifest
-            method.validate(
-                artifact,
-                text_width=m.text_width,
-                embed_dim=m.embed_dim,
-                deep_slots=m.deep_prompts,
-            )
+            method.validate(artifact, self.bundle.manifest)
             features = method.class_features(artifact, self.engine.text_tower)
         except ArtifactError as exc:
             raise InvalidInput(str(exc), param="manifest") from None
@@ -199,3 +249,20 @@ class EncoderDeployment:
 
     def ready(self) -> bool:
         return True
+
+
+def _anomaly_results(
+    head: AnomalyHead,
+    image: np.ndarray,
+    patches: np.ndarray,
+    sizes: tuple[tuple[int, int], ...],
+) -> list[dict]:
+    scores, maps = head.outputs(image, patches)
+    return [
+        {
+            "index": i,
+            "score": float(scores[i]),
+            "map": EncodedArray.from_numpy(resize_bilinear(maps[i], size), "float16").model_dump(),
+        }
+        for i, size in enumerate(sizes)
+    ]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import fsspec
@@ -30,7 +31,7 @@ from promptserve.exporters.artifacts import MANIFEST_FILE, TENSORS_FILE
 from promptserve.exporters.bundle import Bundle
 from promptserve.exporters.templates import resolve_templates
 from promptserve.serving.config import AppConfig
-from promptserve.serving.deployments.encoder import ClassifyCall, EncoderDeployment
+from promptserve.serving.deployments.encoder import AnomalyCall, ClassifyCall, EncoderDeployment
 from promptserve.serving.errors import (
     AuthenticationError,
     BackboneMismatch,
@@ -39,10 +40,18 @@ from promptserve.serving.errors import (
     PermissionDenied,
     ServeError,
 )
-from promptserve.serving.inputs import decode_crops, parse_classify, read_body
+from promptserve.serving.inputs import (
+    decode_crops,
+    decode_resized,
+    parse_anomaly,
+    parse_classify,
+    read_body,
+)
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore, check_prompt_id
 from promptserve.types import (
+    AnomalyRequest,
+    AnomalyResponse,
     ClassifyRequest,
     ClassifyResponse,
     ErrorBody,
@@ -68,30 +77,36 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         503: "Overloaded; see Retry-After",
     }.items()
 }
-_CLASSIFY_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "images": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                        },
-                        "prompt_id": {"type": "string"},
-                        "labels": {"type": "array", "items": {"type": "string"}},
-                        "top_k": {"type": "integer"},
-                        "return_logits": {"type": "boolean"},
-                    },
-                    "required": ["images"],
-                }
+
+
+def _images_body(model: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """OpenAPI request body for a route that takes JSON (`model`) or multipart image files."""
+    files = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    multipart = {"type": "object", "properties": {"images": files, **fields}, "required": required}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}},
+                "multipart/form-data": {"schema": multipart},
             },
-        },
+        }
     }
-}
+
+
+_CLASSIFY_BODY = _images_body(
+    "ClassifyRequest",
+    {
+        "prompt_id": {"type": "string"},
+        "labels": {"type": "array", "items": {"type": "string"}},
+        "top_k": {"type": "integer"},
+        "return_logits": {"type": "boolean"},
+    },
+    ["images"],
+)
+_ANOMALY_BODY = _images_body(
+    "AnomalyRequest", {"prompt_id": {"type": "string"}}, ["images", "prompt_id"]
+)
 
 
 class _API(FastAPI):
@@ -101,7 +116,7 @@ class _API(FastAPI):
     def openapi(self) -> dict[str, Any]:
         schema = super().openapi()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ClassifyRequest, RegisterPromptRequest):
+        for model in (ClassifyRequest, AnomalyRequest, RegisterPromptRequest):
             if model.__name__ not in components:
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(body.pop("$defs", {}))
@@ -247,7 +262,7 @@ class Gateway:
             ),
             max_images_per_request=self.config.limits.max_images_per_request,
             max_body_bytes=self.config.limits.max_body_bytes,
-            tasks=["classify"],
+            tasks=["classify", *(["anomaly"] if m.anomaly is not None else [])],
         )
 
     # -- classify ----------------------------------------------------------------------------
@@ -271,16 +286,11 @@ class Gateway:
     async def _classify(self, req: ClassifyRequest, blobs: list[bytes]) -> JSONResponse:
         limits = self.config.limits
         n = len(blobs)
-        if self._inflight_images + n > limits.max_inflight_images:
-            raise Overloaded(
-                f"{self._inflight_images} images in flight; retry after {limits.retry_after_s}s",
-                retry_after_s=limits.retry_after_s,
-            )
-        self._inflight_images += n
-        try:
+        async with self._admitted(n):
             if req.prompt_id is not None:
                 info = await self._prompt_info(check_prompt_id(req.prompt_id))
                 self._check_backbone(info.backbone)
+                _check_task(info, "classify")
                 head = {"prompt_id": info.prompt_id, "content_id": info.content_id}
                 labels = info.classnames
             else:
@@ -293,25 +303,20 @@ class Gateway:
             crops = await asyncio.to_thread(
                 decode_crops, blobs, self.bundle.manifest.preprocess, limits
             )
-            step = self.config.encoder.max_batch_size
             parts = await asyncio.gather(
                 *(
                     self.encoder.classify.remote(
                         ClassifyCall(
-                            crops=crops[i : i + step],
+                            crops=crops[chunk],
                             top_k=req.top_k,
                             return_logits=req.return_logits,
                             **head,
                         )
                     )
-                    for i in range(0, n, step)
+                    for chunk in self._chunks(n)
                 )
             )
-        finally:
-            self._inflight_images -= n
-        results = [r for part in parts for r in part["results"]]
-        for i, r in enumerate(results):
-            r["index"] = i
+        results = _numbered(parts)
         metrics().images.inc(n)
         body = ClassifyResponse(
             prompt_id=req.prompt_id,
@@ -319,9 +324,77 @@ class Gateway:
             labels=labels,
             results=results,
         )
-        # How full the vision batches were: cheap to send, and the first thing to look at when tuning.
-        headers = {"x-promptserve-batch-images": ",".join(str(p["batch_images"]) for p in parts)}
-        return JSONResponse(body.model_dump(mode="json"), headers=headers)
+        return JSONResponse(body.model_dump(mode="json"), headers=_batch_header(parts))
+
+    # -- anomaly -----------------------------------------------------------------------------
+    @api.post(
+        "/v1/anomaly",
+        response_model=AnomalyResponse,
+        responses=_ERRORS,
+        openapi_extra=_ANOMALY_BODY,
+    )
+    async def anomaly(self, request: Request) -> JSONResponse:
+        tags: dict[str, str] = {}
+
+        async def run() -> JSONResponse:
+            self._authorize(request)
+            req, blobs = await parse_anomaly(request, self.config.limits)
+            tags["prompt_id"] = req.prompt_id
+            return await self._anomaly(req, blobs)
+
+        return await self._observe("anomaly", run, tags)
+
+    async def _anomaly(self, req: AnomalyRequest, blobs: list[bytes]) -> JSONResponse:
+        limits, spec = self.config.limits, self.bundle.manifest.anomaly
+        info = await self._prompt_info(check_prompt_id(req.prompt_id))
+        self._check_backbone(info.backbone)
+        _check_task(info, "anomaly")
+        if spec is None:
+            raise InvalidInput(
+                "this server's bundle has no anomaly graph; export it with --anomaly-size",
+                param="prompt_id",
+            )
+        n = len(blobs)
+        async with self._admitted(n):
+            crops, sizes = await asyncio.to_thread(decode_resized, blobs, spec.image_size, limits)
+            parts = await asyncio.gather(
+                *(
+                    self.encoder.detect_anomalies.remote(
+                        AnomalyCall(
+                            crops=crops[chunk],
+                            sizes=tuple(sizes[chunk]),
+                            prompt_id=info.prompt_id,
+                            content_id=info.content_id,
+                        )
+                    )
+                    for chunk in self._chunks(n)
+                )
+            )
+        metrics().images.inc(n)
+        body = AnomalyResponse(
+            prompt_id=info.prompt_id, backbone=self.bundle.backbone_id, results=_numbered(parts)
+        )
+        return JSONResponse(body.model_dump(mode="json"), headers=_batch_header(parts))
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, n: int) -> AsyncIterator[None]:
+        """Count `n` images in flight for the request's duration; 503 beyond the limit."""
+        limits = self.config.limits
+        if self._inflight_images + n > limits.max_inflight_images:
+            raise Overloaded(
+                f"{self._inflight_images} images in flight; retry after {limits.retry_after_s}s",
+                retry_after_s=limits.retry_after_s,
+            )
+        self._inflight_images += n
+        try:
+            yield
+        finally:
+            self._inflight_images -= n
+
+    def _chunks(self, n: int) -> list[slice]:
+        """Encoder calls of at most max_batch_size images (Serve refuses larger batch items)."""
+        step = self.config.encoder.max_batch_size
+        return [slice(i, i + step) for i in range(0, n, step)]
 
     # -- prompt registry ---------------------------------------------------------------------
     @api.get("/v1/prompts", response_model=PromptList, responses=_ERRORS)
@@ -431,6 +504,27 @@ class Gateway:
             log.info("preloaded prompt %s (%s)", info.prompt_id, info.content_id[:12])
         except ServeError as exc:
             log.error("skipping artifact %s: %s", directory, exc.message)
+
+
+def _numbered(parts: list[dict]) -> list[dict]:
+    """The chunks' results in request order, `index` counted over the whole request."""
+    results = [r for part in parts for r in part["results"]]
+    for i, r in enumerate(results):
+        r["index"] = i
+    return results
+
+
+def _batch_header(parts: list[dict]) -> dict[str, str]:
+    """How full the vision batches were: cheap to send, the first thing to look at when tuning."""
+    return {"x-promptserve-batch-images": ",".join(str(p["batch_images"]) for p in parts)}
+
+
+def _check_task(info: PromptInfo, route: str) -> None:
+    if info.task != route:
+        raise InvalidInput(
+            f"prompt {info.prompt_id!r} is a {info.task} prompt; send it to /v1/{info.task}",
+            param="prompt_id",
+        )
 
 
 class _InProcess:

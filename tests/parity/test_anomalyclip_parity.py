@@ -198,10 +198,11 @@ def test_bundle_exports_the_anomaly_graph_and_engines_run_it(model, anomaly_bund
 
 
 def test_bundle_without_anomaly_graph_says_how_to_get_one(tiny_bundle):
-    from promptserve.exporters.bundle import BundleError
+    from promptserve.exporters.bundle import Bundle, BundleError
     from promptserve.serving.engines.base import create_engine
 
+    bundle = Bundle(tiny_bundle.dir)  # a private copy: the manifest is edited below
+    engine = create_engine("onnxruntime", bundle)
+    bundle.manifest = bundle.manifest.model_copy(update={"anomaly": None})
     with pytest.raises(BundleError, match="--anomaly-size"):
-        create_engine("onnxruntime", tiny_bundle).encode_anomaly(
-            np.zeros((1, 3, 84, 84), np.float32)
-        )
+        engine.encode_anomaly(np.zeros((1, 3, 224, 224), np.float32))

@@ -137,7 +137,7 @@ def test_cocoop_matches_official_forward(
     )
     m = tiny_bundle.manifest
     method = get_method("cocoop")
-    method.validate(art, text_width=m.text_width, embed_dim=m.embed_dim)
+    method.validate(art, m)
     engine = engines[engine_name]
     head = method.make_head(art, method.class_features(art, engine.text_tower), engine.text_tower)
     assert head.dynamic
@@ -167,7 +167,9 @@ def test_cocoop_import_and_validate_errors(tiny_model, tiny_spec, tiny_bundle, t
     path = save_cocoop_checkpoint(tmp_path, learner, torch.float32)
     art = import_cocoop(path, classnames=CLASSNAMES, backbone=tiny_spec)
     with pytest.raises(ArtifactError, match="does not fit"):
-        get_method("cocoop").validate(art, text_width=64, embed_dim=128)
+        get_method("cocoop").validate(
+            art, tiny_bundle.manifest.model_copy(update={"text_width": 64, "embed_dim": 128})
+        )
     torch.save({"state_dict": {"ctx": torch.zeros(4, 64)}}, tmp_path / "coop.pth")
     with pytest.raises(ArtifactError, match="not a CoCoOp prompt learner"):
         import_cocoop(tmp_path / "coop.pth", classnames=CLASSNAMES, backbone=tiny_spec)

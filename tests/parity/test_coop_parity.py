@@ -150,7 +150,7 @@ def test_coop_logits_match_official_forward(
     assert ctx.dtype == saved["ctx"].numpy().dtype
     np.testing.assert_array_equal(ctx, saved["ctx"].numpy())
 
-    CoOpMethod.validate(artifact, text_width=tiny_bundle.manifest.text_width)
+    CoOpMethod.validate(artifact, tiny_bundle.manifest)
     engine = engines[engine_name]
     features = CoOpMethod.class_features(artifact, engine.text_tower)
     got = served_logits(tiny_bundle, engine, features, pixels)
@@ -286,12 +286,12 @@ def test_validate_rejects_ctx_for_another_width_or_class_count(
     path, _ = save_official_checkpoint(tmp_path / "run", learner, dtype=torch.float32)
     artifact = import_coop(path, classnames=CLASSNAMES, backbone=tiny_spec)
     with pytest.raises(ArtifactError, match=r"needs tensor `ctx` of shape \(4, 4, 128\)"):
-        CoOpMethod.validate(artifact, text_width=128)
+        CoOpMethod.validate(artifact, tiny_bundle.manifest.model_copy(update={"text_width": 128}))
     fewer = PromptArtifact(
         artifact.manifest.model_copy(update={"classnames": CLASSNAMES[:3]}), artifact.tensors
     )
     with pytest.raises(ArtifactError, match=r"got \(4, 4, 64\)"):
-        CoOpMethod.validate(fewer, text_width=tiny_bundle.manifest.text_width)
+        CoOpMethod.validate(fewer, tiny_bundle.manifest)
 
 
 # -- template ensemble ---------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_templates_logits_match_clip_zeroshot_classifier(
         build_templates(CLASSNAMES, backbone_id=tiny_spec.id, templates=spec_arg),
         tmp_path / "artifact",
     )
-    TemplatesMethod.validate(artifact, text_width=tiny_bundle.manifest.text_width)
+    TemplatesMethod.validate(artifact, tiny_bundle.manifest)
     engine = engines[engine_name]
     features = TemplatesMethod.class_features(artifact, engine.text_tower)
     got = served_logits(tiny_bundle, engine, features, pixels)

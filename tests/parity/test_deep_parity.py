@@ -37,7 +37,7 @@ def _serve_logits(art: PromptArtifact, engine, bundle, pixels: np.ndarray) -> np
     """Registration (validate + class features) and one request, as a replica does them."""
     method = get_method(art.manifest.method)
     m = bundle.manifest
-    method.validate(art, text_width=m.text_width, embed_dim=m.embed_dim, deep_slots=m.deep_prompts)
+    method.validate(art, m)
     tower = engine.text_tower
     head = method.make_head(art, method.class_features(art, tower), tower)
     slots = m.deep_prompts
@@ -129,13 +129,13 @@ def test_deep_import_and_validate_errors(tiny_model, tiny_spec, tiny_bundle, tmp
     art = import_maple(path, classnames=CLASSNAMES, backbone=tiny_spec)
     m = tiny_bundle.manifest
     with pytest.raises(ArtifactError, match="prompted graphs"):
-        get_method("maple").validate(art, text_width=m.text_width, deep_slots=None)
+        get_method("maple").validate(art, m.model_copy(update={"deep_prompts": None}))
     small = m.deep_prompts.model_copy(update={"vision_layers": 2})
     with pytest.raises(ArtifactError, match=r"depth 3 is outside 1\.\.2"):
-        get_method("maple").validate(art, text_width=m.text_width, deep_slots=small)
+        get_method("maple").validate(art, m.model_copy(update={"deep_prompts": small}))
     narrow = m.deep_prompts.model_copy(update={"max_tokens": 1})
     with pytest.raises(ArtifactError, match="at most 1"):
-        get_method("maple").validate(art, text_width=m.text_width, deep_slots=narrow)
+        get_method("maple").validate(art, m.model_copy(update={"deep_prompts": narrow}))
     torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(2, 64)}}, tmp_path / "x.pth")
     with pytest.raises(ArtifactError, match="not a MaPLe checkpoint"):
         import_maple(tmp_path / "x.pth", classnames=CLASSNAMES, backbone=tiny_spec)

@@ -1,0 +1,110 @@
+"""`POST /v1/anomaly` and `Client.detect_anomalies` on a real server: an AnomalyCLIP artifact
+imported from a file laid out as its train.py saves it, maps at each image's own size, equal
+to the engine-level computation; wrong prompts and bad input get clear 4xx answers."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from conftest import ANOMALY_TAPS, make_image
+from PIL import Image
+
+from promptserve import Client, InvalidInput, PromptNotFound, overlay
+from promptserve.exporters.artifacts import PromptArtifact
+from promptserve.exporters.importers.anomalyclip import import_anomalyclip
+from promptserve.exporters.importers.templates import build_templates
+from promptserve.exporters.maps import resize_bilinear
+from promptserve.exporters.methods import get_method
+from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity"))
+from anomalyclip_reference import PromptLearner
+
+PARAMS = AnomalyCLIPParams(taps=ANOMALY_TAPS, dpam_layer=3, image_size=224, sigma=4.0)
+
+
+@pytest.fixture(scope="module")
+def anomaly_prompt(server, tiny_model, tiny_spec, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("anomaly")
+    learner = PromptLearner(tiny_model, n_ctx=12, depth=3, t_n_ctx=4, seed=2)
+    torch.save({"prompt_learner": learner.state_dict()}, tmp / "epoch_15.pth")
+    art = import_anomalyclip(tmp / "epoch_15.pth", backbone=tiny_spec, params=PARAMS)
+    with Client(server["base_url"]) as c:
+        c.register_prompt(art.save(tmp / "art"), prompt_id="anomaly-ac")
+        plain = build_templates(["cat", "dog"], backbone_id=tiny_spec.id, templates=["a {}."])
+        c.register_prompt(plain.save(tmp / "plain"), prompt_id="anomaly-plain")
+    return art
+
+
+def test_maps_come_back_at_each_images_size_and_match_the_engine(
+    server, anomaly_prompt, tiny_bundle
+):
+    from promptserve.serving.engines.base import create_engine
+
+    images = [make_image(1, (320, 240)), make_image(2, (200, 300), fmt="PNG")]
+    with Client(server["base_url"]) as c:
+        out = c.detect_anomalies(images, prompt_id="anomaly-ac")
+    assert [r.index for r in out.results] == [0, 1]
+    maps = [r.anomaly_map() for r in out.results]
+    assert maps[0].shape == (240, 320) and maps[1].shape == (300, 200)
+    assert all(0 <= r.score <= 1 for r in out.results)
+    assert all(m.min() >= 0 and m.max() <= 1 and m.std() > 1e-4 for m in maps)
+
+    # the same computation without the server: resize, engine, head, resize back
+    engine = create_engine("onnxruntime", tiny_bundle)
+    method = get_method("anomalyclip")
+    head = method.make_head(
+        anomaly_prompt, method.class_features(anomaly_prompt, engine.text_tower), engine.text_tower
+    )
+    pre = tiny_bundle.manifest.preprocess
+    for img_bytes, result in zip(images, out.results, strict=True):
+        img = Image.open(io.BytesIO(img_bytes)).convert("RGB")
+        crop = np.asarray(img.resize((224, 224), Image.BICUBIC), np.float32) / 255.0
+        pixels = ((crop - pre.mean) / pre.std).transpose(2, 0, 1)[None].astype(np.float32)
+        scores, dense = head.outputs(*engine.encode_anomaly(pixels))
+        want = resize_bilinear(dense[0], (img.height, img.width))
+        np.testing.assert_allclose(result.score, scores[0], atol=1e-4)
+        np.testing.assert_allclose(result.anomaly_map(), want, atol=2e-3)  # float16 on the wire
+
+
+def test_overlay_draws_the_map_over_the_image(server, anomaly_prompt):
+    image = make_image(3, (160, 120))
+    with Client(server["base_url"]) as c:
+        result = c.detect_anomalies(image, prompt_id="anomaly-ac").results[0]
+    picture = overlay(image, result.anomaly_map())
+    assert picture.size == (160, 120) and picture.mode == "RGB"
+
+
+def test_wrong_prompts_and_bad_input(server, anomaly_prompt, tiny_spec, tmp_path):
+    url = server["base_url"]
+    with Client(url) as c:
+        with pytest.raises(InvalidInput, match="/v1/anomaly"):
+            c.classify(make_image(4), prompt_id="anomaly-ac")
+        with pytest.raises(InvalidInput, match="/v1/classify"):
+            c.detect_anomalies(make_image(4), prompt_id="anomaly-plain")
+        with pytest.raises(PromptNotFound):
+            c.detect_anomalies(make_image(4), prompt_id="no-such-prompt")
+        # an artifact for another input size than the bundle's anomaly graph
+        bad = anomaly_prompt.manifest.model_copy(
+            update={"hparams": {**anomaly_prompt.manifest.hparams, "image_size": 336}}
+        )
+        with pytest.raises(InvalidInput, match="re-export"):
+            c.register_prompt(
+                PromptArtifact(bad, anomaly_prompt.tensors).save(tmp_path / "bad"),
+                prompt_id="anomaly-bad",
+            )
+    r = httpx.post(
+        f"{url}/v1/anomaly",
+        json={"images": ["bm90IGFuIGltYWdl"], "prompt_id": "anomaly-ac"},
+        timeout=30,
+    )
+    assert r.status_code == 400 and "images[0]" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/v1/anomaly", json={"images": []}, timeout=30)
+    assert r.status_code == 400
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200  # still serving
