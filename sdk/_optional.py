@@ -15,6 +15,7 @@ EXTRAS = {
     "yaml": "serve",
     "safetensors": "serve",
     "tritonclient": "triton",
+    "scipy": "eval",
 }
 
 
