@@ -7,6 +7,7 @@ install can run `promptserve prompts ...` without torch or Ray.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,6 +179,25 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_anomaly(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from promptserve import Client
+    from promptserve.anomaly_eval import evaluate, format_table
+
+    with Client(args.url, api_key=args.api_key) as client:
+
+        def detect(paths):
+            out = client.detect_anomalies(paths, prompt_id=args.prompt_id, progress=False)
+            return np.array([r.score for r in out.results]), [r.anomaly_map() for r in out.results]
+
+        results = evaluate(detect, args.data, overlays=args.overlays)
+    print(format_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="promptserve", description="Serve prompt-adapted CLIP models on Ray Serve."
@@ -306,6 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("-o", "--output", required=True, type=Path, help="artifact directory")
         cmd.set_defaults(fn=cmd_import)
 
+    ev = sub.add_parser("eval", help="evaluate a served prompt on a labelled dataset")
+    esub = ev.add_subparsers(dest="task", required=True, metavar="TASK")
+    ea = esub.add_parser(
+        "anomaly", help="image AUROC, pixel AUROC and PRO on an MVTec AD layout folder"
+    )
+    ea.add_argument("--data", required=True, type=Path, help="<category>/test/<defect>/*.png ...")
+    ea.add_argument("--prompt-id", required=True, help="a registered anomaly prompt")
+    ea.add_argument("--overlays", type=Path, help="write heat-map overlays under this folder")
+    ea.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    ea.set_defaults(fn=cmd_eval_anomaly)
+
     pr = sub.add_parser("prompts", help="list, add or remove prompts on a running server")
     psub = pr.add_subparsers(dest="action", required=True, metavar="ACTION")
     s = psub.add_parser("list", help="list registered prompts")
@@ -314,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     s3.add_argument("--prompt-id", help="name to serve it under")
     s4 = psub.add_parser("rm", help="remove a prompt")
     s4.add_argument("prompt_id")
-    for cmd in (s, s3, s4):
+    for cmd in (s, s3, s4, ea):
         cmd.add_argument(
             "--url",
             default=None,
@@ -323,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--api-key", default=None, help="bearer token (default $PROMPTSERVE_API_KEY)"
         )
-        cmd.set_defaults(fn=cmd_prompts)
+        cmd.set_defaults(fn=cmd.get_default("fn") or cmd_prompts)
     return p
 
 
