@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Benchmark: AnomalyCLIP-style dense inference vs plain classification on one backbone.
+
+On this machine, with ViT-B-16 (SEEDED RANDOM WEIGHTS) on ONNX Runtime, at batch 1 and 8:
+- the plain vision graph (classification: one embedding per image);
+- AnomalyCLIP's dense graph at the same 224 px (DPAM on the last 9 blocks, taps 3/6/9/12: the
+  official 6/12/18/24 of 24 layers, scaled to 12), images/s and p50/p99 per call;
+- the map arithmetic after it (softmax per tap, upsampling, Gaussian blur, resize to a 900x900
+  original, float16 encoding), per image.
+Batched vs unbatched is batch 8 vs batch 1. Results go to benchmarks/results/anomaly_dense-*.
+
+Example:
+    python benchmarks/anomaly_dense.py [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from serve_classify import WEIGHTS_NOTE, latency_stats, machine_info  # noqa: E402
+
+ARCH, TAPS, DPAM = "ViT-B-16", (3, 6, 9, 12), 10
+_EXPORT = """
+import sys
+from pathlib import Path
+from promptserve.exporters.bundle import AnomalyGraphSpec
+from promptserve.exporters.export import export_bundle
+from promptserve.exporters.seeded import seeded_backbone
+arch, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+spec = seeded_backbone(arch, seed=0, directory=cache / "backbones")
+export_bundle(spec, out, deep_prompts=False,
+              anomaly=AnomalyGraphSpec(image_size=224, taps=(3, 6, 9, 12), dpam_layer=10))
+"""
+
+
+def ensure_bundle(cache: Path) -> Path:
+    out = cache / f"{ARCH}-seed0-anomaly"
+    if not (out / "bundle.json").exists():
+        print(f"exporting {ARCH} (random weights) with the anomaly graph to {out} ...", flush=True)
+        subprocess.run([sys.executable, "-c", _EXPORT, ARCH, str(cache), str(out)], check=True)
+    return out
+
+
+def timed(fn, seconds: float, warmup: float) -> list[float]:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < warmup:
+        fn()
+    times: list[float] = []
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds or len(times) < 3:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "promptserve" / "bench")
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--warmup-seconds", type=float, default=2.0)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    args = p.parse_args(argv)
+
+    from promptserve.exporters.bundle import Bundle
+    from promptserve.exporters.maps import resize_bilinear
+    from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams, AnomalyHead
+    from promptserve.serving.engines.base import EngineOptions, create_engine
+    from promptserve.types import EncodedArray
+
+    started = datetime.now()
+    bundle = Bundle(ensure_bundle(args.cache))
+    engine = create_engine("onnxruntime", bundle, EngineOptions(threads=args.threads))
+    rng = np.random.default_rng(0)
+    text = rng.standard_normal((2, bundle.manifest.embed_dim)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    head = AnomalyHead(
+        ("normal", "anomalous"),
+        text,
+        params=AnomalyCLIPParams(taps=TAPS, dpam_layer=DPAM, image_size=224),
+    )
+    rows = []
+    for r in range(args.rounds):
+        for batch in (1, 8):
+            pixels = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+            cases = {
+                "plain vision graph (classify)": lambda x=pixels: engine.encode_image(x),
+                "AnomalyCLIP dense graph": lambda x=pixels: engine.encode_anomaly(x),
+            }
+            for name, fn in cases.items():
+                times = timed(fn, args.seconds, args.warmup_seconds)
+                rows.append({"round": r + 1, "case": name, "batch": batch,
+                             "images_per_s": batch * len(times) / sum(times), **latency_stats(times)})  # fmt: skip
+                print(f"round {r + 1} batch {batch} {name:<32} {rows[-1]['images_per_s']:7.2f} img/s "
+                      f"p50 {rows[-1]['p50_ms']:7.1f} ms p99 {rows[-1]['p99_ms']:7.1f} ms", flush=True)  # fmt: skip
+    image, patches = engine.encode_anomaly(rng.standard_normal((1, 3, 224, 224)).astype(np.float32))
+
+    def postprocess() -> None:
+        _scores, maps = head.outputs(image, patches)
+        EncodedArray.from_numpy(resize_bilinear(maps[0], (900, 900)), "float16")
+
+    post = latency_stats(timed(postprocess, args.seconds / 2, 0.5))
+    print(
+        f"map arithmetic per image (taps, upsample, blur, resize to 900x900, float16): p50 {post['p50_ms']:.1f} ms"
+    )
+
+    def median(case: str, batch: int) -> float:
+        return float(
+            np.median(
+                [x["images_per_s"] for x in rows if x["case"] == case and x["batch"] == batch]
+            )
+        )
+
+    summary = {
+        f"{case} batch {b}": median(case, b)
+        for case in ("plain vision graph (classify)", "AnomalyCLIP dense graph")
+        for b in (1, 8)
+    }
+    report = {
+        "benchmark": "anomaly_dense",
+        "timestamp": started.isoformat(timespec="seconds"),
+        "weights_note": WEIGHTS_NOTE.format(arch=ARCH, seed=0),
+        "machine": machine_info(args.threads),
+        "config": {"arch": ARCH, "taps": TAPS, "dpam_layer": DPAM, "image_size": 224, **{k: str(v) for k, v in vars(args).items()}},
+        "rows": rows,
+        "median_images_per_s": summary,
+        "dense_over_plain": {b: summary[f"AnomalyCLIP dense graph batch {b}"] / summary[f"plain vision graph (classify) batch {b}"] for b in (1, 8)},
+        "batched_over_unbatched": {c: summary[f"{c} batch 8"] / summary[f"{c} batch 1"] for c in ("plain vision graph (classify)", "AnomalyCLIP dense graph")},
+        "postprocess_ms": post,
+    }  # fmt: skip
+    lines = [
+        f"# anomaly_dense — {report['timestamp']}",
+        "",
+        f"**{report['weights_note']}**",
+        "",
+        f"Machine: {report['machine'].get('cpu_model')}, {report['machine'].get('usable_cpus')} usable CPUs; "
+        f"ONNX Runtime {report['machine'].get('onnxruntime_version')}, {args.threads} threads; 224 px, "
+        f"taps {TAPS}, DPAM on the last {DPAM - 1} blocks. Medians of {args.rounds} rounds.",
+        "",
+        "| graph | batch 1 img/s | batch 8 img/s | batched ÷ unbatched |",
+        "|---|---:|---:|---:|",
+    ]
+    for c in ("plain vision graph (classify)", "AnomalyCLIP dense graph"):
+        lines.append(f"| {c} | {summary[f'{c} batch 1']:.1f} | {summary[f'{c} batch 8']:.1f} | "
+                     f"{report['batched_over_unbatched'][c]:.2f} |")  # fmt: skip
+    lines += [
+        "",
+        f"Dense ÷ plain: batch 1 **{report['dense_over_plain'][1]:.2f}**, batch 8 "
+        f"**{report['dense_over_plain'][8]:.2f}**. Map arithmetic per image (to a 900x900 original): "
+        f"p50 {post['p50_ms']:.1f} ms, p99 {post['p99_ms']:.1f} ms.",
+        "",
+    ]
+    md = "\n".join(lines)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%d-%H%M")
+    for name in (f"anomaly_dense-{stamp}", "anomaly_dense-latest"):
+        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / f"{name}.md").write_text(md)
+    print("\n" + md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
