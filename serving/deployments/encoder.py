@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,12 +170,10 @@ class EncoderDeployment:
         return {"results": results, "batch_images": batch_images}
 
     async def _run_anomaly_batch(self, jobs: list[np.ndarray]) -> list[tuple[tuple, int]]:
-        crops = np.concatenate(jobs) if len(jobs) > 1 else jobs[0]
-        pre = self.bundle.manifest.preprocess
-        pixels = normalize(crops, mean=pre.mean, std=pre.std)
-        image, patches = await asyncio.to_thread(self.engine.encode_anomaly, pixels)
-        bounds = np.cumsum([0] + [len(j) for j in jobs])
-        return [((image[a:b], patches[a:b]), len(crops)) for a, b in itertools.pairwise(bounds)]
+        """One dense-graph call for every image of every job; each job gets its slice."""
+        crops = _concat(jobs)
+        image, patches = await asyncio.to_thread(self.engine.encode_anomaly, self._pixels(crops))
+        return [((image[s], patches[s]), len(crops)) for s in _job_slices(map(len, jobs))]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
     async def _serve_batched(self, jobs: list[VisionJob]) -> list[tuple[np.ndarray, int]]:
@@ -185,18 +183,20 @@ class EncoderDeployment:
 
     async def _run_batch(self, jobs: list[VisionJob]) -> list[tuple[np.ndarray, int]]:
         """One vision-graph call for every image of every job; each job gets its slice."""
-        crops = jobs[0].crops if len(jobs) == 1 else np.concatenate([j.crops for j in jobs])
+        crops = _concat([j.crops for j in jobs])
         metrics().batch_size.observe(len(crops))
         embeds = await asyncio.to_thread(self._encode, crops, jobs)
-        bounds = np.cumsum([0] + [len(j.crops) for j in jobs])
-        return [(embeds[a:b], len(crops)) for a, b in itertools.pairwise(bounds)]
+        return [(embeds[s], len(crops)) for s in _job_slices(len(j.crops) for j in jobs)]
+
+    def _pixels(self, crops: np.ndarray) -> np.ndarray:
+        pre = self.bundle.manifest.preprocess
+        return normalize(crops, mean=pre.mean, std=pre.std)
 
     def _encode(self, crops: np.ndarray, jobs: list[VisionJob]) -> np.ndarray:
         """Batches without deep prompts take the plain graph; deep-prompt rows take the prompted
         graph, with the plain rows masked in the same call unless padding them to the longest
         prompt costs more than `encoder.split_plain_rows` (see `plan_vision_calls`)."""
-        pre = self.bundle.manifest.preprocess
-        pixels = normalize(crops, mean=pre.mean, std=pre.std)
+        pixels = self._pixels(crops)
         if all(j.prompts is None for j in jobs):
             return self.engine.encode_image(pixels)
         slots = self.engine.deep_slots
@@ -266,3 +266,13 @@ def _anomaly_results(
         }
         for i, size in enumerate(sizes)
     ]
+
+
+def _concat(crops: list[np.ndarray]) -> np.ndarray:
+    return crops[0] if len(crops) == 1 else np.concatenate(crops)
+
+
+def _job_slices(lengths: Iterable[int]) -> list[slice]:
+    """Each job's rows in the concatenated batch."""
+    bounds = np.cumsum([0, *lengths])
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
