@@ -115,3 +115,68 @@ class AnomalyCLIPVisionGraph(nn.Module):
                 tapped.append(x if dpam is None else dpam)
         patches = torch.stack([v.ln_post(t[:, 1:]) @ v.proj for t in tapped], dim=1)
         return x[:, 0] @ v.proj, patches
+
+
+def window_indices(grid: int, scale: int) -> torch.Tensor:
+    """[n_windows, scale*scale] patch indices of every scale x scale window of a grid x grid
+    patch map, stride 1: windows in row-major order of their top-left patch, patches row-major
+    inside a window (anomalib `winclip/utils.py::make_masks`, transposed)."""
+    if grid < scale:
+        raise ValueError(f"a {scale}x{scale} window does not fit a {grid}x{grid} patch grid")
+    ids = torch.arange(grid * grid).reshape(grid, grid)
+    windows = ids.unfold(0, scale, 1).unfold(1, scale, 1)  # [g-s+1, g-s+1, s, s]
+    return windows.reshape(-1, scale * scale)
+
+
+class WinCLIPVisionGraph(nn.Module):
+    """pixel_values [B, 3, S, S] -> image_embeds [B, E], window_embeds [B, windows, E].
+
+    Follows anomalib `models/image/winclip/torch_model.py::WinClipModel.encode_image`: every
+    window's tokens (the class token plus the window's patch tokens, taken from the feature map
+    after the positional embedding) go through `ln_pre`, the whole transformer, `ln_post` and
+    `proj` as a short sequence of their own; windows of all `scales` are concatenated in scale
+    order. All window passes of a batch run as one batched transformer call per scale.
+
+    Quirk kept by default: anomalib's `_get_window_embeddings` selects feature-map tokens with
+    0-based *patch* indices although token 0 is the class token, so each window takes the
+    patches one raster position before it (and the class token twice for the window at the
+    origin). `geometric_windows=True` takes the window's own patches instead.
+    """
+
+    input_names = ("pixel_values",)
+    output_names = ("image_embeds", "window_embeds")
+    dynamic_axes: ClassVar[Axes] = {"pixel_values": {0: "batch"}}
+
+    def __init__(
+        self, clip: nn.Module, *, scales: tuple[int, ...] = (2, 3), geometric_windows: bool = False
+    ) -> None:
+        super().__init__()
+        _check_prompt_ready_vit(clip.visual)
+        self.visual = clip.visual
+        self.grid = round((self.visual.positional_embedding.shape[0] - 1) ** 0.5)
+        self.scales = tuple(scales)
+        for scale in self.scales:
+            w = window_indices(self.grid, scale)
+            tokens = w + 1 if geometric_windows else w  # token 0 is the class token
+            with_cls = torch.cat([torch.zeros(len(w), 1, dtype=torch.long), tokens], dim=1)
+            self.register_buffer(f"windows_{scale}", with_cls, persistent=False)
+
+    def _encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        x = v.ln_pre(tokens)
+        for block in v.transformer.resblocks:
+            x = block_forward(block, x, None)
+        return v.ln_post(x[:, 0]) @ v.proj
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.visual
+        x = v.conv1(pixel_values).flatten(2).transpose(1, 2)
+        b = x.shape[0]
+        cls = v.class_embedding.to(x.dtype).expand(b, 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        windows = []
+        for scale in self.scales:
+            idx = getattr(self, f"windows_{scale}")  # [n, s*s + 1]
+            tokens = x[:, idx.reshape(-1)].reshape(b * idx.shape[0], idx.shape[1], -1)
+            windows.append(self._encode(tokens).reshape(b, idx.shape[0], -1))
+        return self._encode(x), torch.cat(windows, dim=1)
