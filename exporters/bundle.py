@@ -71,6 +71,16 @@ class AnomalyGraphSpec(BaseModel):
     grid: int = Field(0, description="Patches per side at image_size (set by export).")
 
 
+class WinCLIPGraphSpec(BaseModel):
+    """What the `winclip` graph was exported with (exporters/dense_graphs.py::WinCLIPVisionGraph)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scales: tuple[int, ...] = (2, 3)
+    geometric_windows: bool = False
+    grid: int = Field(0, description="Patches per side (set by export).")
+
+
 class BundleManifest(BaseModel):
     schema_version: Literal[1] = 1
     backbone: BackboneSpec
@@ -92,6 +102,9 @@ class BundleManifest(BaseModel):
     )
     anomaly: AnomalyGraphSpec | None = Field(
         None, description="Set when the bundle has AnomalyCLIP's dense vision graph."
+    )
+    winclip: WinCLIPGraphSpec | None = Field(
+        None, description="Set when the bundle has WinCLIP's window graph."
     )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 

@@ -24,9 +24,10 @@ from promptserve.exporters.bundle import (
     GraphInfo,
     ParityResult,
     PreprocessConfig,
+    WinCLIPGraphSpec,
 )
 from promptserve.exporters.deep_prompts import DeepPromptSlots
-from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph
+from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph, WinCLIPVisionGraph
 from promptserve.exporters.graphs import (
     PromptedTextGraph,
     PromptedVisionGraph,
@@ -52,12 +53,14 @@ def export_bundle(
     deep_prompts: bool = True,
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     anomaly: AnomalyGraphSpec | None = None,
+    winclip: WinCLIPGraphSpec | None = None,
 ) -> BundleManifest:
     """Export `spec`'s vision and text graphs to ONNX and check them against torch.
 
     With `deep_prompts`, the prompted variants (MaPLe, IVLP) are exported too: they cost a
     second copy of each tower's weights on disk and serve every deep-prompt artifact. With
-    `anomaly`, AnomalyCLIP's dense vision graph at that input size (`grid` is filled in).
+    `anomaly`, AnomalyCLIP's dense vision graph at that input size; with `winclip`, WinCLIP's
+    window graph (`grid` is filled in for both).
 
     Example:
         >>> export_bundle(BackboneSpec.parse("ViT-B-32:openai"), "bundles/vit-b-32")
@@ -127,6 +130,15 @@ def export_bundle(
         )
     steps.update()
 
+    if winclip is not None:
+        steps.set_postfix_str("export winclip graph")
+        windows = WinCLIPVisionGraph(
+            model, scales=winclip.scales, geometric_windows=winclip.geometric_windows
+        ).eval()
+        _export(windows, (pixels[:2],), out / "winclip.onnx", bounds)
+        graphs["winclip"] = (windows, (pixels[2:],))
+        winclip = winclip.model_copy(update={"grid": windows.grid})
+
     steps.set_postfix_str("tokenizer + embeddings")
     from safetensors.torch import save_file
 
@@ -164,6 +176,7 @@ def export_bundle(
         text_truncation=True,
         deep_prompts=slots,
         anomaly=anomaly,
+        winclip=winclip,
     )
     (out / BUNDLE_FILE).write_text(manifest.model_dump_json(indent=2))
     steps.update()

@@ -23,7 +23,7 @@ def _backbone(text: str):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from promptserve.exporters.bundle import AnomalyGraphSpec
+    from promptserve.exporters.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
     from promptserve.exporters.export import export_bundle
 
     manifest = export_bundle(
@@ -34,6 +34,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         max_prompt_tokens=args.max_prompt_tokens,
         anomaly=AnomalyGraphSpec(image_size=args.anomaly_size, taps=args.anomaly_taps,
                                  dpam_layer=args.dpam_layer) if args.anomaly_size else None,
+        winclip=WinCLIPGraphSpec(scales=args.winclip_scales) if args.winclip_scales else None,
     )  # fmt: skip
     for name, p in manifest.parity.items():
         print(
@@ -258,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--dpam-layer", type=int, default=20, help="DPAM on the last N-1 blocks (official: 20)"
+    )
+    s.add_argument(
+        "--winclip-scales",
+        type=lambda t: tuple(int(v) for v in t.split(",")),
+        help="also export WinCLIP's window graph with these window sizes (anomalib: 2,3)",
     )
     s.set_defaults(fn=cmd_export)
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.bundle import AnomalyGraphSpec, Bundle, BundleError
+from promptserve.exporters.bundle import AnomalyGraphSpec, Bundle, BundleError, WinCLIPGraphSpec
 from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
 from promptserve.exporters.text import TextTower
 
@@ -61,6 +61,20 @@ class Engine(ABC):
         """[B, 3, S, S] at the anomaly graph's size -> (image_embeds [B, E], patch_embeds
         [B, taps, g*g, E]) through AnomalyCLIP's dense graph."""
         raise NotImplementedError(f"engine {self.name!r} does not run the anomaly graph yet")
+
+    def encode_windows(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, 3, S, S] -> (image_embeds [B, E], window_embeds [B, windows, E]) through
+        WinCLIP's window graph."""
+        raise NotImplementedError(f"engine {self.name!r} does not run the winclip graph yet")
+
+    @cached_property
+    def winclip_spec(self) -> WinCLIPGraphSpec:
+        spec = self.bundle.manifest.winclip
+        if spec is None:
+            raise BundleError(
+                f"bundle {self.bundle.dir} has no winclip graph; export it with --winclip-scales"
+            )
+        return spec
 
     @cached_property
     def anomaly_spec(self) -> AnomalyGraphSpec:

@@ -55,6 +55,11 @@ class OnnxRuntimeEngine(Engine):
         image, patches = self._sessions["anomaly"].run(None, {"pixel_values": pixel_values})
         return image, patches
 
+    def encode_windows(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.winclip_spec  # noqa: B018 -- a clear error for bundles without the graph
+        image, windows = self._sessions["winclip"].run(None, {"pixel_values": pixel_values})
+        return image, windows
+
     def encode_text(
         self,
         token_embeddings: np.ndarray,

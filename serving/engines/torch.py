@@ -32,6 +32,12 @@ class TorchEngine(Engine):
         model = bundle.manifest.backbone.load()
         self._vision = VisionGraph(model).eval()
         self._text = TextGraph(model).eval()
+        if (windows := bundle.manifest.winclip) is not None:
+            from promptserve.exporters.dense_graphs import WinCLIPVisionGraph
+
+            self._windows = WinCLIPVisionGraph(
+                model, scales=windows.scales, geometric_windows=windows.geometric_windows
+            ).eval()
         if (spec := bundle.manifest.anomaly) is not None:
             from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph
 
@@ -61,6 +67,13 @@ class TorchEngine(Engine):
         with t.inference_mode():
             image, patches = self._anomaly(t.from_numpy(pixel_values))
         return image.numpy(), patches.numpy()
+
+    def encode_windows(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.winclip_spec  # noqa: B018 -- a clear error for bundles without the graph
+        t = self._torch
+        with t.inference_mode():
+            image, windows = self._windows(t.from_numpy(pixel_values))
+        return image.numpy(), windows.numpy()
 
     def encode_text(
         self,

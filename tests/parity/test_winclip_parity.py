@@ -90,3 +90,27 @@ def test_geometric_windows_take_their_own_patches(tiny_model):
         _, shifted = WinCLIPVisionGraph(tiny_model, scales=(7,))(pixels)
     np.testing.assert_allclose(window[:, 0].numpy(), image.numpy(), atol=1e-5)
     assert (shifted[:, 0] - image).abs().max() > 1e-3
+
+
+def test_bundle_exports_the_winclip_graph_and_engines_run_it(tiny_spec, tiny_model, tmp_path):
+    from promptserve.exporters.bundle import Bundle, BundleError, WinCLIPGraphSpec
+    from promptserve.exporters.export import export_bundle
+    from promptserve.serving.engines.base import create_engine
+
+    out = tmp_path / "bundle"
+    export_bundle(
+        tiny_spec, out, progress=False, deep_prompts=False, winclip=WinCLIPGraphSpec(scales=(2, 3))
+    )
+    bundle = Bundle(out)
+    assert bundle.manifest.winclip.grid == 7 and bundle.manifest.parity["winclip"].passed
+    pixels = np.random.default_rng(8).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        want = WinCLIPVisionGraph(tiny_model, scales=(2, 3))(torch.from_numpy(pixels))
+    for name in ("onnxruntime", "torch"):
+        image, windows = create_engine(name, bundle).encode_windows(pixels)
+        np.testing.assert_allclose(image, want[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(windows, want[1].numpy(), atol=1e-4)
+    plain = create_engine("onnxruntime", Bundle(out))
+    plain.bundle.manifest = plain.bundle.manifest.model_copy(update={"winclip": None})
+    with pytest.raises(BundleError, match="--winclip-scales"):
+        plain.encode_windows(pixels)
