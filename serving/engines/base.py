@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,19 +69,18 @@ class Engine(ABC):
 
     @cached_property
     def winclip_spec(self) -> WinCLIPGraphSpec:
-        spec = self.bundle.manifest.winclip
-        if spec is None:
-            raise BundleError(
-                f"bundle {self.bundle.dir} has no winclip graph; export it with --winclip-scales"
-            )
-        return spec
+        return self._optional_graph("winclip", "--winclip-scales")
 
     @cached_property
     def anomaly_spec(self) -> AnomalyGraphSpec:
-        spec = self.bundle.manifest.anomaly
+        return self._optional_graph("anomaly", "--anomaly-size")
+
+    def _optional_graph(self, name: str, export_flag: str) -> Any:
+        """The spec of an optional dense graph, or a BundleError saying how to export it."""
+        spec = getattr(self.bundle.manifest, name)
         if spec is None:
             raise BundleError(
-                f"bundle {self.bundle.dir} has no anomaly graph; export it with --anomaly-size"
+                f"bundle {self.bundle.dir} has no {name} graph; export it with {export_flag}"
             )
         return spec
 

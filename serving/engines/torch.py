@@ -63,17 +63,18 @@ class TorchEngine(Engine):
 
     def encode_anomaly(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.anomaly_spec  # noqa: B018 -- a clear error for bundles without the graph
-        t = self._torch
-        with t.inference_mode():
-            image, patches = self._anomaly(t.from_numpy(pixel_values))
-        return image.numpy(), patches.numpy()
+        return self._run_pair(self._anomaly, pixel_values)
 
     def encode_windows(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.winclip_spec  # noqa: B018 -- a clear error for bundles without the graph
+        return self._run_pair(self._windows, pixel_values)
+
+    def _run_pair(self, graph, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense graphs return (image_embeds, dense outputs)."""
         t = self._torch
         with t.inference_mode():
-            image, windows = self._windows(t.from_numpy(pixel_values))
-        return image.numpy(), windows.numpy()
+            first, second = graph(t.from_numpy(pixel_values))
+        return first.numpy(), second.numpy()
 
     def encode_text(
         self,
