@@ -1,5 +1,6 @@
-"""The engine interface: encode images, encode text embeddings. Nothing else is needed to serve
-every method whose heads are precomputed, so a new runtime is two methods."""
+"""The engine interface: a runtime implements `run(graph, feeds)` over the bundle's named graphs;
+the encode methods every method and route use (images, text, deep prompts, dense outputs) are
+built on it here, once for all runtimes."""
 
 from __future__ import annotations
 
@@ -41,13 +42,20 @@ class Engine(ABC):
         self.options = options or EngineOptions()
 
     @abstractmethod
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one of the bundle's graphs (`bundle.json: graphs`) on its named inputs; the
+        outputs in the graph's order. The encode methods below are built on it."""
+
     def encode_image(
         self, pixel_values: np.ndarray, prompts: VisualPromptBatch | None = None
     ) -> np.ndarray:
         """[B, 3, H, W] normalised pixels -> [B, E] image embeddings (unnormalised); with
         `prompts`, through the prompted vision graph (plain rows masked, see graphs.py)."""
+        if prompts is None:
+            return self.run("vision", {"pixel_values": pixel_values})[0]
+        self.deep_slots  # noqa: B018 -- a clear error for bundles without prompted graphs
+        return self.run("vision_prompted", {"pixel_values": pixel_values, **prompts.inputs()})[0]
 
-    @abstractmethod
     def encode_text(
         self,
         token_embeddings: np.ndarray,
@@ -56,16 +64,29 @@ class Engine(ABC):
     ) -> np.ndarray:
         """[N, L, D] token embeddings, [N] EOT positions -> [N, E] text embeddings; with
         `deep`, through the prompted text graph."""
+        feeds = {"token_embeddings": token_embeddings, "eot_index": eot_index}
+        if deep is None:
+            return self.run("text", feeds)[0]
+        slots = self.deep_slots
+        deep_inputs = {
+            "deep_prompts": deep.padded(slots.text_layers, deep.n_tokens),
+            "prompt_depth": np.asarray(deep.depth, np.int64),
+        }
+        return self.run("text_prompted", feeds | deep_inputs)[0]
 
     def encode_anomaly(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, 3, S, S] at the anomaly graph's size -> (image_embeds [B, E], patch_embeds
         [B, taps, g*g, E]) through AnomalyCLIP's dense graph."""
-        raise NotImplementedError(f"engine {self.name!r} does not run the anomaly graph yet")
+        self.anomaly_spec  # noqa: B018 -- a clear error for bundles without the graph
+        image, patches = self.run("anomaly", {"pixel_values": pixel_values})
+        return image, patches
 
     def encode_windows(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[B, 3, S, S] -> (image_embeds [B, E], window_embeds [B, windows, E]) through
         WinCLIP's window graph."""
-        raise NotImplementedError(f"engine {self.name!r} does not run the winclip graph yet")
+        self.winclip_spec  # noqa: B018 -- a clear error for bundles without the graph
+        image, windows = self.run("winclip", {"pixel_values": pixel_values})
+        return image, windows
 
     @cached_property
     def winclip_spec(self) -> WinCLIPGraphSpec:
@@ -93,12 +114,6 @@ class Engine(ABC):
                 "without --no-deep-prompts"
             )
         return slots
-
-    def text_deep_inputs(self, deep: DeepPrompts) -> dict[str, np.ndarray]:
-        return {
-            "deep_prompts": deep.padded(self.deep_slots.text_layers, deep.n_tokens),
-            "prompt_depth": np.asarray(deep.depth, np.int64),
-        }
 
     @cached_property
     def text_tower(self) -> TextTower:

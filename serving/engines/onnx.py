@@ -8,7 +8,6 @@ import numpy as np
 
 from promptserve._optional import require
 from promptserve.exporters.bundle import Bundle
-from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch
 from promptserve.serving.engines.base import Engine, EngineOptions
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -41,32 +40,5 @@ class OnnxRuntimeEngine(Engine):
             for name in bundle.manifest.graphs
         }
 
-    def encode_image(
-        self, pixel_values: np.ndarray, prompts: VisualPromptBatch | None = None
-    ) -> np.ndarray:
-        if prompts is None:
-            return self._sessions["vision"].run(None, {"pixel_values": pixel_values})[0]
-        self.deep_slots  # noqa: B018 -- a clear error for bundles without prompted graphs
-        feeds = {"pixel_values": pixel_values, **prompts.inputs()}
-        return self._sessions["vision_prompted"].run(None, feeds)[0]
-
-    def encode_anomaly(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.anomaly_spec  # noqa: B018 -- a clear error for bundles without the graph
-        image, patches = self._sessions["anomaly"].run(None, {"pixel_values": pixel_values})
-        return image, patches
-
-    def encode_windows(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.winclip_spec  # noqa: B018 -- a clear error for bundles without the graph
-        image, windows = self._sessions["winclip"].run(None, {"pixel_values": pixel_values})
-        return image, windows
-
-    def encode_text(
-        self,
-        token_embeddings: np.ndarray,
-        eot_index: np.ndarray,
-        deep: DeepPrompts | None = None,
-    ) -> np.ndarray:
-        feeds = {"token_embeddings": token_embeddings, "eot_index": eot_index}
-        if deep is None:
-            return self._sessions["text"].run(None, feeds)[0]
-        return self._sessions["text_prompted"].run(None, feeds | self.text_deep_inputs(deep))[0]
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._sessions[graph].run(None, feeds)
