@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serve_classify import WEIGHTS_NOTE, latency_stats, machine_info  # noqa: E402
+from serve_classify import WEIGHTS_NOTE, latency_stats, machine_info, save_report  # noqa: E402
 
 ARCH, TAPS, DPAM = "ViT-B-16", (3, 6, 9, 12), 10
 _EXPORT = """
@@ -202,11 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     md = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%d-%H%M")
-    for name in (f"anomaly_dense-{stamp}", "anomaly_dense-latest"):
-        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / f"{name}.md").write_text(md)
+    save_report("anomaly_dense", report, md, args.out)
     print("\n" + md)
     return 0
 

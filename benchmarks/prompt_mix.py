@@ -59,6 +59,7 @@ from serve_classify import (  # noqa: E402 -- shared benchmark helpers
     latency_stats,
     machine_info,
     make_jpeg,
+    save_report,
 )
 
 WORDS = [
@@ -560,12 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         report["engine"] = bench_engine(bundle_dir, jpegs, args)
     if not args.skip_serve:
         report["served"] = bench_served(bundle_dir, jpegs, args, report)
-    args.out.mkdir(parents=True, exist_ok=True)
     md = markdown(report)
-    stamp = started.strftime("%Y%m%d-%H%M")
-    for name in (f"prompt_mix-{stamp}", "prompt_mix-latest"):
-        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / f"{name}.md").write_text(md)
+    save_report("prompt_mix", report, md, args.out)
     print("\n" + md)
     return 0
 

@@ -699,15 +699,23 @@ def bar_chart(report: dict, path: Path) -> bool:
     return True
 
 
-def write_outputs(report: dict, out_dir: Path) -> list[Path]:
+def save_report(benchmark: str, report: dict, md: str, out_dir: Path) -> list[Path]:
+    """`<benchmark>-<run start>.{json,md}` and `<benchmark>-latest.{json,md}` in `out_dir`;
+    every benchmark here writes its results this way."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.fromisoformat(report["timestamp"]).strftime("%Y%m%d-%H%M")  # the run's start
-    md = markdown(report)
+    stamp = datetime.fromisoformat(report["timestamp"]).strftime("%Y%m%d-%H%M")
     written = []
-    for name in (f"serve_classify-{stamp}", "serve_classify-latest"):
+    for name in (f"{benchmark}-{stamp}", f"{benchmark}-latest"):
         (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
         (out_dir / f"{name}.md").write_text(md)
         written += [out_dir / f"{name}.json", out_dir / f"{name}.md"]
+    return written
+
+
+def write_outputs(report: dict, out_dir: Path) -> list[Path]:
+    md = markdown(report)
+    written = save_report("serve_classify", report, md, out_dir)
+    stamp = datetime.fromisoformat(report["timestamp"]).strftime("%Y%m%d-%H%M")  # the run's start
     png = out_dir / f"serve_classify-{stamp}.png"
     if bar_chart(report, png):
         shutil.copyfile(png, out_dir / "serve_classify-latest.png")

@@ -61,6 +61,10 @@ class TextGraph(nn.Module):
         length = token_embeddings.shape[1]
         x = token_embeddings + self.positional_embedding[:length]
         x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        return self._pool(x, eot_index)
+
+    def _pool(self, x: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """ln_final, the features at each sequence's EOT, text projection."""
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_index]
         if isinstance(self.text_projection, nn.Linear):
@@ -175,7 +179,7 @@ class PromptedVisionGraph(nn.Module):
         return x @ v.proj if v.proj is not None else x
 
 
-class PromptedTextGraph(nn.Module):
+class PromptedTextGraph(TextGraph):
     """token_embeddings [N, L, D], eot_index [N], deep_prompts [layers, P, D], prompt_depth []
     -> text_embeds [N, E].
 
@@ -195,14 +199,6 @@ class PromptedTextGraph(nn.Module):
         "deep_prompts": {1: "prompt"},
         "prompt_depth": {},
     }
-
-    def __init__(self, clip: nn.Module) -> None:
-        super().__init__()
-        self.transformer = clip.transformer
-        self.positional_embedding = clip.positional_embedding
-        self.ln_final = clip.ln_final
-        self.text_projection = clip.text_projection
-        self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
 
     @property
     def layers(self) -> int:
@@ -228,8 +224,4 @@ class PromptedTextGraph(nn.Module):
             if i > 0:
                 x = torch.where(prompt_depth > i, splice(x, deep_prompts[i]), x)
             x = block_forward(block, x, bias)
-        x = self.ln_final(x)
-        x = x[torch.arange(n, device=x.device), eot_index]
-        if isinstance(self.text_projection, nn.Linear):
-            return self.text_projection(x)
-        return x @ self.text_projection
+        return self._pool(x, eot_index)

@@ -26,7 +26,7 @@ from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
 from promptserve.exporters.bundle import AnomalyGraphSpec, BundleManifest
 from promptserve.exporters.deep_prompts import DeepPrompts, fp16_round
 from promptserve.exporters.maps import gaussian_blur, resize_bilinear
-from promptserve.exporters.methods.base import ClassHead, PromptMethod
+from promptserve.exporters.methods.base import ClassHead, PromptMethod, prompted_slots
 from promptserve.exporters.methods.coop import prompt_ids
 from promptserve.exporters.text import TextTower, l2_normalize
 
@@ -117,12 +117,8 @@ class AnomalyCLIPMethod(PromptMethod):
 
     @classmethod
     def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
-        text_width, deep_slots = bundle.text_width, bundle.deep_prompts
         cls.params(artifact)
-        if deep_slots is None:
-            raise ArtifactError(
-                "anomalyclip needs a bundle with prompted graphs (its text side has deep prompts)"
-            )
+        text_width, deep_slots = bundle.text_width, prompted_slots(bundle, cls.name)
         t = artifact.tensors
         for key in ("ctx_pos", "ctx_neg", "compound_prompts_text"):
             if key not in t:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
 from promptserve.exporters.bundle import BundleManifest
-from promptserve.exporters.deep_prompts import DeepPrompts
+from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots
 from promptserve.exporters.text import TextTower, l2_normalize
 
 
@@ -65,3 +65,13 @@ class PromptMethod(ABC):
     ) -> ClassHead:
         """The head a replica serves; methods whose text side depends on the image override it."""
         return ClassHead(tuple(artifact.manifest.classnames), features)
+
+
+def prompted_slots(bundle: BundleManifest, method: str) -> DeepPromptSlots:
+    """The bundle's prompted graphs, which methods with deep prompts need."""
+    if bundle.deep_prompts is None:
+        raise ArtifactError(
+            f"{method} needs a bundle with prompted graphs (it has deep prompts); re-export the "
+            "backbone without --no-deep-prompts"
+        )
+    return bundle.deep_prompts

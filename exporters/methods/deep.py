@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
 from promptserve.exporters.bundle import BundleManifest
 from promptserve.exporters.deep_prompts import DeepPrompts, fp16_round
-from promptserve.exporters.methods.base import ClassHead, PromptMethod
+from promptserve.exporters.methods.base import ClassHead, PromptMethod, prompted_slots
 from promptserve.exporters.methods.coop import prompt_ids
 from promptserve.exporters.text import TextTower, l2_normalize
 
@@ -68,13 +68,8 @@ class DeepPromptMethod(PromptMethod):
 
     @classmethod
     def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
-        text_width, deep_slots = bundle.text_width, bundle.deep_prompts
         cls.params(artifact)
-        if deep_slots is None:
-            raise ArtifactError(
-                f"{cls.name} needs a bundle with prompted graphs; re-export the backbone "
-                "without --no-deep-prompts"
-            )
+        text_width, deep_slots = bundle.text_width, prompted_slots(bundle, cls.name)
         try:
             text, visual = cls.text_prompts(artifact), cls.visual_prompts(artifact)
         except KeyError as exc:

@@ -10,12 +10,12 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from onnx_roundtrip import assert_onnx_matches_torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from winclip_reference import WinClipReference, make_masks
 
 from promptserve.exporters.dense_graphs import WinCLIPVisionGraph, window_indices
-from promptserve.exporters.export import _export
 from promptserve.exporters.methods.winclip import (
     prompt_ensemble,
     text_embeddings,
@@ -65,20 +65,13 @@ def test_winclip_matches_anomalib(tiny_model, tiny_bundle):
 
 
 def test_window_graph_exports_to_onnx(tiny_model, tmp_path):
-    import onnxruntime as ort
-
-    graph = WinCLIPVisionGraph(tiny_model, scales=(2, 3)).eval()
-    example = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    _export(graph, (example,), tmp_path / "winclip.onnx", {"batch": (1, 1 << 16)})
-    session = ort.InferenceSession(
-        str(tmp_path / "winclip.onnx"), providers=["CPUExecutionProvider"]
+    g = torch.Generator().manual_seed(0)
+    assert_onnx_matches_torch(
+        WinCLIPVisionGraph(tiny_model, scales=(2, 3)),
+        torch.randn(2, 3, 224, 224, generator=g),
+        torch.randn(3, 3, 224, 224, generator=g),
+        tmp_path / "winclip.onnx",
     )
-    pixels = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(5))
-    got = session.run(None, {"pixel_values": pixels.numpy()})
-    with torch.no_grad():
-        want = graph(pixels)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w.numpy(), atol=1e-4)
 
 
 def test_geometric_windows_take_their_own_patches(tiny_model):
