@@ -34,9 +34,7 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -52,14 +50,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from serve_classify import (  # noqa: E402 -- shared benchmark helpers
     WEIGHTS_NOTE,
-    _check_no_ray_left,
     _drive,
     _free_port,
     ensure_bundle,
+    fused_config,
     latency_stats,
     machine_info,
     make_jpeg,
     save_report,
+    served_app,
 )
 
 WORDS = [
@@ -327,30 +326,16 @@ def _register_all(client, artifacts: dict[str, Any], workdir: Path, desc: str) -
 
 
 def bench_served(bundle_dir: Path, jpegs: list[bytes], args, report: dict) -> dict[str, Any]:
-    import ray
 
     from promptserve import Client
     from promptserve.exporters.bundle import Bundle
     from promptserve.exporters.importers.templates import build_templates
-    from promptserve.serving import run
-    from promptserve.serving.config import AppConfig
 
     m = Bundle(bundle_dir).manifest
     workdir = Path(tempfile.mkdtemp(prefix="promptserve-mix-"))
-    port, metrics_port = args.port or _free_port(), _free_port()
+    metrics_port = _free_port()
     n_all = args.coop_prompts + args.maple_prompts + 1
-    config = AppConfig.model_validate(
-        {
-            "bundle": str(bundle_dir),
-            "topology": "fused",
-            "log_level": "WARNING",
-            "engine": {"name": "onnxruntime", "threads": args.engine_threads},
-            "http": {"host": "127.0.0.1", "port": port},
-            "encoder": {"max_batch_size": args.concurrency, "batch_wait_timeout_s": 0.01},
-            "prompts": {"store": str(workdir / "store"), "max_loaded": n_all + 8},
-            "auth": {"api_keys": [], "api_keys_env": None},
-        }
-    )
+    config = fused_config(bundle_dir, workdir, args, prompts={"max_loaded": n_all + 8})
     report["config"]["app_config"] = config.model_dump(mode="json")
     coop = {
         f"coop-{k}": coop_artifact(k, m.backbone_id, m.text_width) for k in range(args.coop_prompts)
@@ -385,30 +370,13 @@ def bench_served(bundle_dir: Path, jpegs: list[bytes], args, report: dict) -> di
         streams = {k: v for k, v in streams.items() if k.startswith(args.only)}
         pairs = {k: v for k, v in pairs.items() if k == f"{args.only} mixed / single"}
     out: dict[str, Any] = {"rounds": [], "ratios": {}}
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback cluster, as run.start does
-    try:
-        ray.init(
-            address="local",
-            num_cpus=4,
-            include_dashboard=False,
-            logging_level="WARNING",
-            _metrics_export_port=metrics_port,  # Ray's default report interval (10 s)
-        )
-        url = run.start(config)
-        run.wait_ready(url, timeout_s=600)
+    with served_app(config, workdir, metrics_port=metrics_port) as url:
         with Client(url, timeout=300) as client:
             t = time.perf_counter()
             _register_all(client, {**plain, **coop, **maple}, workdir / "artifacts", "register")
             out["registration_s"] = time.perf_counter() - t
         print(f"[served] registered {n_all} prompts in {out['registration_s']:.0f}s", flush=True)
         asyncio.run(_rounds(f"{url}/v1/classify", streams, args, out, metrics_port))
-    finally:
-        print("[served] shutting down Serve and Ray ...", flush=True)
-        try:
-            run.stop()
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            _check_no_ray_left()
     for name, (a, b) in pairs.items():
         per_round = [r[a]["images_per_s"] / r[b]["images_per_s"] for r in out["rounds"]]
         out["ratios"][name] = {"median": statistics.median(per_round), "per_round": per_round}

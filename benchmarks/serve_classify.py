@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -432,7 +433,6 @@ def bench_served(
     from promptserve import Client
     from promptserve.exporters.bundle import Bundle
     from promptserve.exporters.importers.templates import build_templates
-    from promptserve.serving import run
     from promptserve.serving.config import AppConfig
 
     bundle = Bundle(bundle_dir)
@@ -499,11 +499,7 @@ def bench_served(
         f"max_batch_size {args.max_batch_size}, batch wait {args.batch_wait_ms} ms ...",
         flush=True,
     )
-    try:
-        started = time.perf_counter()
-        url = run.start(config, num_cpus=ray_cpus)
-        run.wait_ready(url, timeout_s=args.ready_timeout)
-        print(f"[served] ready at {url} after {time.perf_counter() - started:.1f}s", flush=True)
+    with served_app(config, workdir, num_cpus=ray_cpus, ready_timeout=args.ready_timeout) as url:
         with Client(url, timeout=120) as client:
             for k, pid in enumerate(prompt_ids):
                 art = build_templates(
@@ -512,6 +508,39 @@ def bench_served(
                 client.register_prompt(art.save(workdir / "artifacts" / pid), prompt_id=pid)
         print(f"[served] registered prompts {prompt_ids} (10 classes, 1 template each)", flush=True)
         return asyncio.run(_served_points(f"{url}/v1/classify", bodies, plan, args))
+
+
+@contextlib.contextmanager
+def served_app(
+    config: Any,
+    workdir: Path,
+    *,
+    num_cpus: int | None = None,
+    ready_timeout: float = 600,
+    metrics_port: int | None = None,
+) -> Iterator[str]:
+    """Ray on loopback and Serve running `config`; yields the app's URL. Always stops both,
+    removes `workdir` and checks that no Ray process is left. `metrics_port` exports Ray's
+    metrics there (Ray's default report interval, 10 s)."""
+    from promptserve.serving import run
+
+    try:
+        if metrics_port is not None:
+            import ray
+
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as run.start does on loopback
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or 4,
+                include_dashboard=False,
+                logging_level="WARNING",
+                _metrics_export_port=metrics_port,
+            )
+        started = time.perf_counter()
+        url = run.start(config, num_cpus=num_cpus)
+        run.wait_ready(url, timeout_s=ready_timeout)
+        print(f"[served] ready at {url} after {time.perf_counter() - started:.1f}s", flush=True)
+        yield url
     finally:
         print("[served] shutting down Serve and Ray ...", flush=True)
         try:
@@ -519,6 +548,26 @@ def bench_served(
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             _check_no_ray_left()
+
+
+def fused_config(bundle_dir: Path, workdir: Path, args: argparse.Namespace, **overrides: Any):
+    """The app config the prompt-mix and anomaly benchmarks serve: fused topology, no auth,
+    ONNX Runtime with `args.engine_threads`, batches of up to `args.concurrency`."""
+    from promptserve.serving.config import AppConfig
+
+    base = {
+        "bundle": str(bundle_dir),
+        "topology": "fused",
+        "log_level": "WARNING",
+        "engine": {"name": "onnxruntime", "threads": args.engine_threads},
+        "http": {"host": "127.0.0.1", "port": args.port or _free_port()},
+        "encoder": {"max_batch_size": args.concurrency, "batch_wait_timeout_s": 0.01},
+        "prompts": {"store": str(workdir / "store")},
+        "auth": {"api_keys": [], "api_keys_env": None},
+    }
+    for key, value in overrides.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return AppConfig.model_validate(base)
 
 
 def _check_no_ray_left(timeout_s: float = 15.0) -> None:

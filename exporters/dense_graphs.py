@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptserve.exporters.graphs import Axes, _check_prompt_ready_vit, block_forward
+from promptserve.exporters.methods.winclip import window_indices
 
 
 def interpolated_positional_embedding(visual: nn.Module, image_size: int) -> torch.Tensor:
@@ -117,17 +118,6 @@ class AnomalyCLIPVisionGraph(nn.Module):
         return x[:, 0] @ v.proj, patches
 
 
-def window_indices(grid: int, scale: int) -> torch.Tensor:
-    """[n_windows, scale*scale] patch indices of every scale x scale window of a grid x grid
-    patch map, stride 1: windows in row-major order of their top-left patch, patches row-major
-    inside a window (anomalib `winclip/utils.py::make_masks`, transposed)."""
-    if grid < scale:
-        raise ValueError(f"a {scale}x{scale} window does not fit a {grid}x{grid} patch grid")
-    ids = torch.arange(grid * grid).reshape(grid, grid)
-    windows = ids.unfold(0, scale, 1).unfold(1, scale, 1)  # [g-s+1, g-s+1, s, s]
-    return windows.reshape(-1, scale * scale)
-
-
 class WinCLIPVisionGraph(nn.Module):
     """pixel_values [B, 3, S, S] -> image_embeds [B, E], window_embeds [B, windows, E].
 
@@ -156,7 +146,7 @@ class WinCLIPVisionGraph(nn.Module):
         self.grid = round((self.visual.positional_embedding.shape[0] - 1) ** 0.5)
         self.scales = tuple(scales)
         for scale in self.scales:
-            w = window_indices(self.grid, scale)
+            w = torch.from_numpy(window_indices(self.grid, scale))
             tokens = w + 1 if geometric_windows else w  # token 0 is the class token
             with_cls = torch.cat([torch.zeros(len(w), 1, dtype=torch.long), tokens], dim=1)
             self.register_buffer(f"windows_{scale}", with_cls, persistent=False)

@@ -86,11 +86,15 @@ def _classify_plan(
     return items, template
 
 
-def _anomaly_plan(images: Images, prompt_id: str) -> list[ImageInput]:
+def _anomaly_plan(
+    images: Images, prompt_id: str | None, object_name: str | None
+) -> tuple[list[ImageInput], AnomalyRequest]:
     items = _image_list(images)
-    if not isinstance(prompt_id, str) or not prompt_id:
-        raise InvalidInput("`prompt_id` names a registered anomaly prompt", param="prompt_id")
-    return items
+    try:
+        template = AnomalyRequest(images=[], prompt_id=prompt_id, object_name=object_name)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return items, template
 
 
 def _merge_anomaly(responses: Sequence[AnomalyResponse], offsets: Sequence[int]) -> AnomalyResponse:
@@ -303,30 +307,33 @@ class Client(BaseClient):
         self,
         images: Images,
         *,
-        prompt_id: str,
+        prompt_id: str | None = None,
+        object_name: str | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         progress: bool | None = None,
         timeout: Timeout | None = None,
     ) -> AnomalyResponse:
         """Anomaly score and pixel map per image, against a registered anomaly prompt
-        (AnomalyCLIP). Images are sent at full size so each map comes back at the image's own
-        size (`results[i].anomaly_map()`); `promptserve.overlay` draws it over the image.
+        (`prompt_id`: AnomalyCLIP) or zero-shot for an `object_name` (WinCLIP). Images are sent
+        at full size so each map comes back at the image's own size
+        (`results[i].anomaly_map()`); `promptserve.overlay` draws it over the image.
 
         Raises:
-            InvalidInput: Bad images, or a prompt that is not an anomaly prompt.
+            InvalidInput: Bad images, neither or both of prompt_id and object_name, or a
+                prompt that is not an anomaly prompt.
             PromptNotFound: `prompt_id` is not registered.
 
         Example:
-            >>> out = client.detect_anomalies(["bottle.png"], prompt_id="anomalyclip")
+            >>> out = client.detect_anomalies(["bottle.png"], object_name="bottle")
             >>> out.results[0].score, out.results[0].anomaly_map().shape
             (0.93, (900, 900))
         """
-        items = _anomaly_plan(images, prompt_id)
+        items, template = _anomaly_plan(images, prompt_id, object_name)
         chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
         responses = []
         with _progress_bar(len(items), progress) as bar:
             for offset, part in chunks:
-                body = AnomalyRequest(images=_encode_images(part, offset, {}), prompt_id=prompt_id)
+                body = template.model_copy(update={"images": _encode_images(part, offset, {})})
                 response = self._request("POST", "/v1/anomaly", body=body, timeout=timeout)
                 responses.append(self._parse(response, AnomalyResponse))
                 bar.update(len(part))
@@ -479,19 +486,20 @@ class AsyncClient(BaseClient):
         self,
         images: Images,
         *,
-        prompt_id: str,
+        prompt_id: str | None = None,
+        object_name: str | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         progress: bool | None = None,
         timeout: Timeout | None = None,
     ) -> AnomalyResponse:
         """`Client.detect_anomalies`, awaitable."""
-        items = _anomaly_plan(images, prompt_id)
+        items, template = _anomaly_plan(images, prompt_id, object_name)
         chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
         responses = []
         with _progress_bar(len(items), progress) as bar:
             for offset, part in chunks:
                 encoded = await asyncio.to_thread(_encode_images, part, offset, {})
-                body = AnomalyRequest(images=encoded, prompt_id=prompt_id)
+                body = template.model_copy(update={"images": encoded})
                 response = await self._request("POST", "/v1/anomaly", body=body, timeout=timeout)
                 responses.append(self._parse(response, AnomalyResponse))
                 bar.update(len(part))

@@ -87,14 +87,15 @@ def category_metrics(
 
 
 def evaluate(
-    detect: Callable[[list[Path]], tuple[np.ndarray, list[np.ndarray]]],
+    detect: Callable[[list[Path], str], tuple[np.ndarray, list[np.ndarray]]],
     root: str | Path,
     *,
     overlays: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, dict[str, float | int | None]]:
-    """Metrics per category; `detect(paths) -> (scores, maps)` is the model (e.g. a Client's
-    `detect_anomalies`). With `overlays`, writes `<category>/<defect>/<name>.png` heat-maps."""
+    """Metrics per category; `detect(paths, category) -> (scores, maps)` is the model (e.g. a
+    Client's `detect_anomalies`). With `overlays`, writes `<category>/<defect>/<name>.png`
+    heat-maps."""
     from tqdm.auto import tqdm
 
     from promptserve.overlay import overlay
@@ -106,7 +107,7 @@ def evaluate(
         scores, maps = [], []
         for start in range(0, len(samples), 16):
             part = samples[start : start + 16]
-            s, m = detect([x.path for x in part])
+            s, m = detect([x.path for x in part], category)
             scores.append(s)
             maps += m
             if overlays is not None:

@@ -188,8 +188,12 @@ def cmd_eval_anomaly(args: argparse.Namespace) -> int:
 
     with Client(args.url, api_key=args.api_key) as client:
 
-        def detect(paths):
-            out = client.detect_anomalies(paths, prompt_id=args.prompt_id, progress=False)
+        def detect(paths, category):
+            # WinCLIP is told what each category shows: its folder name, e.g. "metal nut"
+            name = category.replace("_", " ") if args.prompt_id is None else None
+            out = client.detect_anomalies(
+                paths, prompt_id=args.prompt_id, object_name=name, progress=False
+            )
             return np.array([r.score for r in out.results]), [r.anomaly_map() for r in out.results]
 
         results = evaluate(detect, args.data, overlays=args.overlays)
@@ -338,7 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         "anomaly", help="image AUROC, pixel AUROC and PRO on an MVTec AD layout folder"
     )
     ea.add_argument("--data", required=True, type=Path, help="<category>/test/<defect>/*.png ...")
-    ea.add_argument("--prompt-id", required=True, help="a registered anomaly prompt")
+    how = ea.add_mutually_exclusive_group(required=True)
+    how.add_argument("--prompt-id", help="a registered anomaly prompt (AnomalyCLIP)")
+    how.add_argument(
+        "--winclip",
+        action="store_true",
+        help="WinCLIP, zero-shot, told each category's folder name as the object name",
+    )
     ea.add_argument("--overlays", type=Path, help="write heat-map overlays under this folder")
     ea.add_argument("--json", type=Path, help="also write the metrics as JSON")
     ea.set_defaults(fn=cmd_eval_anomaly)

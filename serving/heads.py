@@ -66,6 +66,7 @@ class HeadBank:
             max_loaded, lambda: metrics().artifact_evictions.inc()
         )
         self._labels: LRU[tuple[tuple[str, ...], str], np.ndarray] = LRU(max(text_cache_size, 1))
+        self._objects: LRU[str, ClassHead] = LRU(max_loaded)
         self._text_lock = threading.Lock()
 
     def prompt_head(self, prompt_id: str, content_id: str) -> ClassHead:
@@ -75,6 +76,25 @@ class HeadBank:
             head = get_method(artifact.manifest.method).make_head(artifact, features, self.tower)
             self._prompts.put(content_id, head)
             metrics().artifact_loads.inc()
+        return head
+
+    def object_head(self, object_name: str, build: Callable[[str], ClassHead]) -> ClassHead:
+        """A head built from an object name alone (WinCLIP's prompt ensemble), cached by name:
+        its text is encoded once per replica, then requests cost only their images."""
+        head = self._objects.get(object_name)
+        if head is None:
+            metrics().text_cache_misses.inc()
+            with self._text_lock:
+                head = build(object_name)
+            self._objects.put(object_name, head)
+        else:
+            metrics().text_cache_hits.inc()
+        return head
+
+    def cached_object(self, object_name: str) -> ClassHead | None:
+        head = self._objects.get(object_name)
+        if head is not None:
+            metrics().text_cache_hits.inc()
         return head
 
     def cached(

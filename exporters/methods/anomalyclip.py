@@ -26,7 +26,12 @@ from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
 from promptserve.exporters.bundle import AnomalyGraphSpec, BundleManifest
 from promptserve.exporters.deep_prompts import DeepPrompts, fp16_round
 from promptserve.exporters.maps import gaussian_blur, resize_bilinear
-from promptserve.exporters.methods.base import ClassHead, PromptMethod, prompted_slots
+from promptserve.exporters.methods.base import (
+    ClassHead,
+    DenseHead,
+    PromptMethod,
+    prompted_slots,
+)
 from promptserve.exporters.methods.coop import prompt_ids
 from promptserve.exporters.text import TextTower, l2_normalize
 
@@ -92,20 +97,19 @@ def anomaly_outputs(
 
 
 @dataclass(frozen=True)
-class AnomalyHead(ClassHead):
+class AnomalyHead(DenseHead):
     """`features` are the [normal, anomalous] text features; the params say which dense graph
     and which map arithmetic the artifact was trained for."""
 
+    graph: ClassVar[str] = "anomaly"
     params: AnomalyCLIPParams | None = None
 
-    def outputs(
-        self, image_embeds: np.ndarray, patch_embeds: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def outputs(self, image_embeds: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores [B] and maps [B, S, S] scaled to [0, 1] (the official sum over taps divided
         by their count: a monotone rescaling, so AUROC and PRO are unchanged)."""
         p = self.params or AnomalyCLIPParams()
         scores, maps = anomaly_outputs(
-            image_embeds, patch_embeds, self.features, image_size=p.image_size, sigma=p.sigma
+            image_embeds, dense, self.features, image_size=p.image_size, sigma=p.sigma
         )
         return scores, maps / len(p.taps)
 

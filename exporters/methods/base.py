@@ -29,6 +29,19 @@ class ClassHead:
         return logit_scale * l2_normalize(image_embeds) @ self.features.T
 
 
+@dataclass(frozen=True)
+class DenseHead(ClassHead):
+    """A head that reads one of the bundle's dense graphs (`graph`) instead of the image
+    embedding alone: requests whose heads read the same graph share its batch."""
+
+    graph: ClassVar[str]
+
+    def outputs(self, image_embeds: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's two outputs -> image scores [B] in [0, 1] and maps [B, S, S] in [0, 1]
+        at the graph's input size."""
+        raise NotImplementedError
+
+
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

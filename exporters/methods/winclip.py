@@ -12,9 +12,14 @@ computes them (`models/image/winclip/torch_model.py`, `utils.py`, `prompting.py`
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import ClassVar
+
 import numpy as np
 
+from promptserve.exporters.bundle import WinCLIPGraphSpec
 from promptserve.exporters.maps import resize_bilinear
+from promptserve.exporters.methods.base import DenseHead
 from promptserve.exporters.text import TextTower, l2_normalize
 
 TEMPERATURE = 0.07
@@ -48,6 +53,17 @@ def text_embeddings(tower: TextTower, object_name: str) -> np.ndarray:
     normal, anomalous = prompt_ensemble(object_name)
     feats = tower.encode_texts(normal + anomalous)
     return np.stack([feats[: len(normal)].mean(0), feats[len(normal) :].mean(0)]).astype(np.float32)
+
+
+def window_indices(grid: int, scale: int) -> np.ndarray:
+    """[n_windows, scale*scale] patch indices of every scale x scale window of a grid x grid
+    patch map, stride 1: windows in row-major order of their top-left patch, patches row-major
+    inside a window (anomalib `winclip/utils.py::make_masks`, transposed)."""
+    if not 1 <= scale <= grid:
+        raise ValueError(f"a {scale}x{scale} window does not fit a {grid}x{grid} patch grid")
+    ids = np.arange(grid * grid).reshape(grid, grid)
+    windows = np.lib.stride_tricks.sliding_window_view(ids, (scale, scale))
+    return windows.reshape(-1, scale * scale).copy()  # a writable array, not a view
 
 
 def anomalous_probability(embeds: np.ndarray, text: np.ndarray) -> np.ndarray:
@@ -95,3 +111,32 @@ def winclip_outputs(
     return image_scores.astype(np.float32), resize_bilinear(
         combined.astype(np.float32), (image_size, image_size)
     )
+
+
+@dataclass(frozen=True, eq=False)
+class WinCLIPHead(DenseHead):
+    """WinCLIP for one object name: `features` are its [normal, anomalous] ensemble
+    embeddings; the spec says which windows the bundle's `winclip` graph encodes."""
+
+    graph: ClassVar[str] = "winclip"
+    spec: WinCLIPGraphSpec = field(kw_only=True)
+    image_size: int = field(kw_only=True)
+
+    @classmethod
+    def build(
+        cls, tower: TextTower, object_name: str, spec: WinCLIPGraphSpec, image_size: int
+    ) -> WinCLIPHead:
+        features = text_embeddings(tower, object_name)
+        return cls(("normal", "anomalous"), features, spec=spec, image_size=image_size)
+
+    def outputs(self, image_embeds: np.ndarray, dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        spec = self.spec
+        windows = [window_indices(spec.grid, s) for s in spec.scales]
+        return winclip_outputs(
+            image_embeds,
+            dense,
+            self.features,
+            windows=windows,
+            grid=spec.grid,
+            image_size=self.image_size,
+        )

@@ -7,16 +7,43 @@ import base64
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_OBJECT_NAME_CHARS = 64  # WinCLIP's longest template leaves room for this in 77 tokens
 
 
 class AnomalyRequest(BaseModel):
-    """Body of `POST /v1/anomaly` (JSON form; multipart uploads carry the same fields)."""
+    """Body of `POST /v1/anomaly` (JSON form; multipart uploads carry the same fields): one of
+    `prompt_id` (a learned, object-agnostic prompt: AnomalyCLIP) or `object_name` (WinCLIP's
+    training-free prompt ensemble for that object)."""
 
     model_config = ConfigDict(extra="forbid")
 
     images: list[str] = Field(description="Base64-encoded image files (JPEG, PNG, WebP, ...).")
-    prompt_id: str = Field(description="A registered anomaly-detection artifact (AnomalyCLIP).")
+    prompt_id: str | None = Field(
+        None, description="A registered anomaly-detection artifact (AnomalyCLIP)."
+    )
+    object_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_OBJECT_NAME_CHARS,
+        description="What the images show, e.g. 'bottle': scored zero-shot by WinCLIP.",
+    )
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> AnomalyRequest:
+        if (self.prompt_id is None) == (self.object_name is None):
+            raise ValueError(
+                "give exactly one of `prompt_id` (a registered AnomalyCLIP prompt) and "
+                "`object_name` (WinCLIP, e.g. 'bottle')"
+            )
+        if self.object_name is not None and not self.object_name.strip():
+            raise ValueError("`object_name` is blank")
+        return self
+
+    @property
+    def method(self) -> Literal["anomalyclip", "winclip"]:
+        return "winclip" if self.object_name is not None else "anomalyclip"
 
 
 class EncodedArray(BaseModel):
@@ -53,6 +80,8 @@ class ImageAnomaly(BaseModel):
 class AnomalyResponse(BaseModel):
     """Body returned by `POST /v1/anomaly`."""
 
-    prompt_id: str
+    prompt_id: str | None = None
+    object_name: str | None = None
+    method: str = Field(description="The method that scored the images: anomalyclip or winclip.")
     backbone: str = Field(description="Id of the backbone that served the request.")
     results: list[ImageAnomaly]

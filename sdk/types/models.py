@@ -24,3 +24,7 @@ class ModelInfo(BaseModel):
     max_images_per_request: int
     max_body_bytes: int
     tasks: list[str]
+    anomaly_methods: list[str] = Field(
+        default_factory=list,
+        description="Anomaly methods the bundle's dense graphs serve: anomalyclip, winclip.",
+    )

@@ -8,6 +8,7 @@ one vision pass, then a per-call matmul against that call's class features.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from promptserve.exporters.bundle import Bundle
 from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch, plan_vision_calls
 from promptserve.exporters.maps import resize_bilinear
 from promptserve.exporters.methods import get_method
-from promptserve.exporters.methods.anomalyclip import AnomalyHead
+from promptserve.exporters.methods.base import DenseHead
+from promptserve.exporters.methods.winclip import WinCLIPHead
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
 from promptserve.serving.engines.base import create_engine
@@ -57,12 +59,17 @@ class VisionJob:
 
 @dataclass(frozen=True)
 class AnomalyCall:
-    """One gateway anomaly request (or a chunk of one)."""
+    """One gateway anomaly request (or a chunk of one): a registered prompt (AnomalyCLIP) or
+    an object name (WinCLIP)."""
 
-    crops: np.ndarray  # uint8 [n, S, S, 3] at the anomaly graph's size, aspect not kept
+    crops: np.ndarray  # uint8 [n, S, S, 3] at its dense graph's size, aspect not kept
     sizes: tuple[tuple[int, int], ...]  # each image's original (height, width)
-    prompt_id: str
-    content_id: str
+    prompt_id: str | None = None
+    content_id: str | None = None
+    object_name: str | None = None
+
+
+DENSE_GRAPHS = ("anomaly", "winclip")  # the bundle's optional dense graphs anomaly heads read
 
 
 def _num_images(jobs: list[VisionJob]) -> int:
@@ -93,16 +100,18 @@ class EncoderDeployment:
             if enc.batcher == "continuous"
             else self._serve_batched
         )
-        self._anomaly_batched = (
-            ContinuousBatcher(
-                self._run_anomaly_batch,
+        # one batcher per dense graph: heads reading the same graph (AnomalyCLIP prompts; WinCLIP
+        # object names) share its batch and differ only in their text features
+        self._dense_batched = {
+            graph: ContinuousBatcher(
+                functools.partial(self._run_dense_batch, graph),
                 max_batch_size=enc.max_batch_size,
                 batch_wait_timeout_s=enc.batch_wait_timeout_s,
                 size_fn=len,
             )
-            if self.bundle.manifest.anomaly is not None
-            else None
-        )
+            for graph in DENSE_GRAPHS
+            if getattr(self.bundle.manifest, graph) is not None
+        }
         self.reconfigure(
             {
                 "max_batch_size": config.encoder.max_batch_size,
@@ -112,9 +121,7 @@ class EncoderDeployment:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch settings come from config and can change without a restart (Serve user_config)."""
-        for batcher in (self._batched, self._anomaly_batched):
-            if batcher is None:
-                continue
+        for batcher in (self._batched, *self._dense_batched.values()):
             batcher.set_max_batch_size(
                 int(user_config.get("max_batch_size", self.config.encoder.max_batch_size))
             )
@@ -153,27 +160,52 @@ class EncoderDeployment:
 
     async def detect_anomalies(self, call: AnomalyCall) -> dict[str, Any]:
         """`{"results": [{score, map (float16 at the original size)}...], "batch_images": n}`."""
-        head = self.heads.cached(content_id=call.content_id, labels=None, templates=())
-        if head is None:
-            head = await asyncio.to_thread(self.heads.prompt_head, call.prompt_id, call.content_id)
-        if not isinstance(head, AnomalyHead):
+        head = await self._dense_head(call)
+        batcher = self._dense_batched.get(head.graph)
+        if batcher is None:
+            flag = {"anomaly": "--anomaly-size", "winclip": "--winclip-scales"}[head.graph]
+            raise InvalidInput(
+                f"this server's bundle has no {head.graph} graph; export it with {flag}",
+                param="object_name" if call.object_name is not None else "prompt_id",
+            )
+        (image, dense), batch_images = await batcher(call.crops)
+        results = await asyncio.to_thread(_anomaly_results, head, image, dense, call.sizes)
+        return {"results": results, "batch_images": batch_images}
+
+    async def _dense_head(self, call: AnomalyCall) -> DenseHead:
+        if call.object_name is not None:
+            spec = self.bundle.manifest.winclip
+            if spec is None:
+                raise InvalidInput(
+                    "this server's bundle has no winclip graph; export it with --winclip-scales",
+                    param="object_name",
+                )
+            head = self.heads.cached_object(call.object_name)
+            if head is None:
+                size = self.bundle.manifest.preprocess.size
+                build = functools.partial(
+                    WinCLIPHead.build, self.engine.text_tower, spec=spec, image_size=size
+                )
+                head = await asyncio.to_thread(self.heads.object_head, call.object_name, build)
+        else:
+            head = self.heads.cached(content_id=call.content_id, labels=None, templates=())
+            if head is None:
+                head = await asyncio.to_thread(
+                    self.heads.prompt_head, call.prompt_id or "", call.content_id or ""
+                )
+        if not isinstance(head, DenseHead):
             raise InvalidInput(
                 f"prompt {call.prompt_id!r} is not an anomaly-detection prompt", param="prompt_id"
             )
-        if self._anomaly_batched is None:
-            raise InvalidInput(
-                "this server's bundle has no anomaly graph; export it with --anomaly-size",
-                param="prompt_id",
-            )
-        (image, patches), batch_images = await self._anomaly_batched(call.crops)
-        results = await asyncio.to_thread(_anomaly_results, head, image, patches, call.sizes)
-        return {"results": results, "batch_images": batch_images}
+        return head
 
-    async def _run_anomaly_batch(self, jobs: list[np.ndarray]) -> list[tuple[tuple, int]]:
+    async def _run_dense_batch(self, graph: str, jobs: list[np.ndarray]) -> list[tuple[tuple, int]]:
         """One dense-graph call for every image of every job; each job gets its slice."""
         crops = _concat(jobs)
-        image, patches = await asyncio.to_thread(self.engine.encode_anomaly, self._pixels(crops))
-        return [((image[s], patches[s]), len(crops)) for s in _job_slices(map(len, jobs))]
+        metrics().batch_size.observe(len(crops))
+        encode = {"anomaly": self.engine.encode_anomaly, "winclip": self.engine.encode_windows}
+        image, dense = await asyncio.to_thread(encode[graph], self._pixels(crops))
+        return [((image[s], dense[s]), len(crops)) for s in _job_slices(map(len, jobs))]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
     async def _serve_batched(self, jobs: list[VisionJob]) -> list[tuple[np.ndarray, int]]:
@@ -252,12 +284,12 @@ class EncoderDeployment:
 
 
 def _anomaly_results(
-    head: AnomalyHead,
+    head: DenseHead,
     image: np.ndarray,
-    patches: np.ndarray,
+    dense: np.ndarray,
     sizes: tuple[tuple[int, int], ...],
 ) -> list[dict]:
-    scores, maps = head.outputs(image, patches)
+    scores, maps = head.outputs(image, dense)
     return [
         {
             "index": i,

@@ -105,7 +105,9 @@ _CLASSIFY_BODY = _images_body(
     ["images"],
 )
 _ANOMALY_BODY = _images_body(
-    "AnomalyRequest", {"prompt_id": {"type": "string"}}, ["images", "prompt_id"]
+    "AnomalyRequest",
+    {"prompt_id": {"type": "string"}, "object_name": {"type": "string"}},
+    ["images"],
 )
 
 
@@ -262,7 +264,12 @@ class Gateway:
             ),
             max_images_per_request=self.config.limits.max_images_per_request,
             max_body_bytes=self.config.limits.max_body_bytes,
-            tasks=["classify", *(["anomaly"] if m.anomaly is not None else [])],
+            tasks=["classify", *(["anomaly"] if m.anomaly or m.winclip else [])],
+            anomaly_methods=[
+                method
+                for method, spec in (("anomalyclip", m.anomaly), ("winclip", m.winclip))
+                if spec is not None
+            ],
         )
 
     # -- classify ----------------------------------------------------------------------------
@@ -339,42 +346,54 @@ class Gateway:
         async def run() -> JSONResponse:
             self._authorize(request)
             req, blobs = await parse_anomaly(request, self.config.limits)
-            tags["prompt_id"] = req.prompt_id
+            tags["prompt_id"] = req.prompt_id or ""
             return await self._anomaly(req, blobs)
 
         return await self._observe("anomaly", run, tags)
 
     async def _anomaly(self, req: AnomalyRequest, blobs: list[bytes]) -> JSONResponse:
-        limits, spec = self.config.limits, self.bundle.manifest.anomaly
-        info = await self._prompt_info(check_prompt_id(req.prompt_id))
-        self._check_backbone(info.backbone)
-        _check_task(info, "anomaly")
-        if spec is None:
-            raise InvalidInput(
-                "this server's bundle has no anomaly graph; export it with --anomaly-size",
-                param="prompt_id",
-            )
+        head, size = await self._anomaly_head(req)
         n = len(blobs)
         async with self._admitted(n):
-            crops, sizes = await asyncio.to_thread(decode_resized, blobs, spec.image_size, limits)
+            crops, sizes = await asyncio.to_thread(decode_resized, blobs, size, self.config.limits)
             parts = await asyncio.gather(
                 *(
                     self.encoder.detect_anomalies.remote(
-                        AnomalyCall(
-                            crops=crops[chunk],
-                            sizes=tuple(sizes[chunk]),
-                            prompt_id=info.prompt_id,
-                            content_id=info.content_id,
-                        )
+                        AnomalyCall(crops=crops[chunk], sizes=tuple(sizes[chunk]), **head)
                     )
                     for chunk in self._chunks(n)
                 )
             )
         metrics().images.inc(n)
         body = AnomalyResponse(
-            prompt_id=info.prompt_id, backbone=self.bundle.backbone_id, results=_numbered(parts)
+            prompt_id=head.get("prompt_id"),
+            object_name=head.get("object_name"),
+            method=req.method,
+            backbone=self.bundle.backbone_id,
+            results=_numbered(parts),
         )
         return JSONResponse(body.model_dump(mode="json"), headers=_batch_header(parts))
+
+    async def _anomaly_head(self, req: AnomalyRequest) -> tuple[dict[str, Any], int]:
+        """The encoder's head fields and the input size of the dense graph the head reads."""
+        m = self.bundle.manifest
+        if req.object_name is not None:
+            if m.winclip is None:
+                raise InvalidInput(
+                    "this server's bundle has no WinCLIP window graph; export it with "
+                    "--winclip-scales",
+                    param="object_name",
+                )
+            return {"object_name": req.object_name.strip()}, m.preprocess.size
+        info = await self._prompt_info(check_prompt_id(req.prompt_id or ""))
+        self._check_backbone(info.backbone)
+        _check_task(info, "anomaly")
+        if m.anomaly is None:
+            raise InvalidInput(
+                "this server's bundle has no anomaly graph; export it with --anomaly-size",
+                param="prompt_id",
+            )
+        return {"prompt_id": info.prompt_id, "content_id": info.content_id}, m.anomaly.image_size
 
     @contextlib.asynccontextmanager
     async def _admitted(self, n: int) -> AsyncIterator[None]:
