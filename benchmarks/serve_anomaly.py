@@ -55,7 +55,7 @@ from promptserve.exporters.export import export_bundle
 from promptserve.exporters.seeded import seeded_backbone
 arch, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 spec = seeded_backbone(arch, seed=0, directory=cache / "backbones")
-export_bundle(spec, out, deep_prompts=False,
+export_bundle(spec, out,  # AnomalyCLIP needs the prompted text graph
               anomaly=AnomalyGraphSpec(image_size=224, taps=(3, 6, 9, 12), dpam_layer=10),
               winclip=WinCLIPGraphSpec(scales=(2,)))
 """

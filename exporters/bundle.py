@@ -81,6 +81,21 @@ class WinCLIPGraphSpec(BaseModel):
     grid: int = Field(0, description="Patches per side (set by export).")
 
 
+class SegmentGraphSpec(BaseModel):
+    """A `segment_<method>` graph (exporters/dense_graphs.py::SegmentVisionGraph): windows of
+    `image_size` square, positional embedding interpolated to it as the method does."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["maskclip", "sclip", "clearclip"]
+    image_size: int = 224
+    grid: int = Field(0, description="Patches per side at image_size (set by export).")
+
+    @property
+    def graph(self) -> str:
+        return f"segment_{self.method}"
+
+
 class BundleManifest(BaseModel):
     schema_version: Literal[1] = 1
     backbone: BackboneSpec
@@ -106,7 +121,15 @@ class BundleManifest(BaseModel):
     winclip: WinCLIPGraphSpec | None = Field(
         None, description="Set when the bundle has WinCLIP's window graph."
     )
+    segment: dict[str, SegmentGraphSpec] = Field(
+        default_factory=dict, description="Segmentation graphs by method (MaskCLIP, SCLIP, ...)."
+    )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def dense_graphs(self) -> list[str]:
+        """The optional dense graphs this bundle has (anomaly maps, windows, segmentation)."""
+        names = [n for n in ("anomaly", "winclip") if getattr(self, n) is not None]
+        return names + [spec.graph for spec in self.segment.values()]
 
 
 class Bundle:

@@ -17,17 +17,26 @@ from promptserve.exporters.graphs import Axes, _check_prompt_ready_vit, block_fo
 from promptserve.exporters.methods.winclip import window_indices
 
 
-def interpolated_positional_embedding(visual: nn.Module, image_size: int) -> torch.Tensor:
-    """[1 + g*g, W] for a g x g patch grid at `image_size`: the grid part resized bilinearly
-    (align_corners=False), the class position kept, as AnomalyCLIP's
-    `AnomalyCLIP_lib/AnomalyCLIP.py::VisionTransformer.forward` does for other input sizes."""
+def interpolated_positional_embedding(
+    visual: nn.Module, image_size: int, *, mode: str = "bilinear", dino: bool = False
+) -> torch.Tensor:
+    """[1 + g*g, W] for a g x g patch grid at `image_size`: the grid part resized
+    (align_corners=False), the class position kept. Bilinear to the new size is AnomalyCLIP's
+    (`AnomalyCLIP_lib/AnomalyCLIP.py::VisionTransformer.forward`); bicubic to the new size is
+    MaskCLIP's (`mmseg/models/backbones/vit.py::resize_pos_embed`); `dino=True` samples with
+    DINO's scale factor (g + 0.1) / side instead of the size, as SCLIP and ClearCLIP do
+    (`clip/model.py::interpolate_pos_encoding`): the same grid, slightly different values."""
     pos = visual.positional_embedding.detach()
     patch = visual.conv1.kernel_size[0]
     side, new_side = round((pos.shape[0] - 1) ** 0.5), image_size // patch
     if side == new_side:
         return pos.clone()
     grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, (new_side, new_side), mode="bilinear")
+    if dino:
+        factor = (new_side + 0.1) / side
+        grid = F.interpolate(grid, scale_factor=(factor, factor), mode=mode)
+    else:
+        grid = F.interpolate(grid, (new_side, new_side), mode=mode)
     return torch.cat([pos[:1], grid.reshape(1, -1, new_side * new_side)[0].T], dim=0)
 
 
@@ -170,3 +179,64 @@ class WinCLIPVisionGraph(nn.Module):
             tokens = x[:, idx.reshape(-1)].reshape(b * idx.shape[0], idx.shape[1], -1)
             windows.append(self._encode(tokens).reshape(b, idx.shape[0], -1))
         return self._encode(x), torch.cat(windows, dim=1)
+
+
+SEGMENT_METHODS = ("maskclip", "sclip", "clearclip")
+
+
+class SegmentVisionGraph(nn.Module):
+    """pixel_values [B, 3, S, S] -> patch_embeds [B, g*g, E]: dense features for open-vocabulary
+    segmentation, one training-free change to the last block per method, then `ln_post` and
+    `proj` on every patch token (the 1x1 classifier is the text features, applied later).
+
+    - `maskclip` (chongzhou96/MaskCLIP `mmseg/models/backbones/vit.py::TransformerEncoderLayer.
+      forward(return_qkv=True)`): no attention; the value path `out_proj(v(ln_1 x))` replaces
+      it, the residual and the feed-forward are kept.
+    - `sclip` (wangf3014/SCLIP `clip/model.py::custom_attn(csa=True)`): correlative
+      self-attention softmax(q q^T s) + softmax(k k^T s) on v per head, residual and
+      feed-forward kept.
+    - `clearclip` (mc-lan/ClearCLIP `open_clip/transformer.py::custom_attn('ClearCLIP')` with
+      `ignore_residual=True`): q-q attention on v per head, then no residual, no feed-forward.
+
+    The class token takes part in the attention, as in the official code. The positional
+    embedding is interpolated to S as each method does, and baked in.
+    """
+
+    input_names = ("pixel_values",)
+    output_names = ("patch_embeds",)
+    dynamic_axes: ClassVar[Axes] = {"pixel_values": {0: "batch"}}
+
+    def __init__(self, clip: nn.Module, *, method: str, image_size: int) -> None:
+        super().__init__()
+        if method not in SEGMENT_METHODS:
+            raise ValueError(f"unknown segmentation method {method!r}; known: {SEGMENT_METHODS}")
+        _check_prompt_ready_vit(clip.visual)
+        self.visual = clip.visual
+        self.method = method
+        self.image_size = image_size
+        pos = interpolated_positional_embedding(
+            self.visual, image_size, mode="bicubic", dino=method != "maskclip"
+        )
+        self.register_buffer("positional_embedding", pos, persistent=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        x = v.conv1(pixel_values).flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        x = v.ln_pre(x)
+        *blocks, last = v.transformer.resblocks
+        for block in blocks:
+            x = block_forward(block, x, None)
+        q, k, vals = _heads(last, last.ln_1(x))
+        if self.method == "maskclip":
+            x = x + last.ls_1(_merge(last, vals))
+        elif self.method == "sclip":
+            attended = F.scaled_dot_product_attention(q, q, vals)
+            attended = attended + F.scaled_dot_product_attention(k, k, vals)
+            x = x + last.ls_1(_merge(last, attended))
+        else:  # clearclip: the attention output alone
+            x = _merge(last, F.scaled_dot_product_attention(q, q, vals))
+        if self.method != "clearclip":
+            x = x + last.ls_2(last.mlp(last.ln_2(x)))
+        return v.ln_post(x[:, 1:]) @ v.proj

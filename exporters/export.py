@@ -10,6 +10,7 @@ import contextlib
 import io
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,15 @@ from promptserve.exporters.bundle import (
     GraphInfo,
     ParityResult,
     PreprocessConfig,
+    SegmentGraphSpec,
     WinCLIPGraphSpec,
 )
 from promptserve.exporters.deep_prompts import DeepPromptSlots
-from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph, WinCLIPVisionGraph
+from promptserve.exporters.dense_graphs import (
+    AnomalyCLIPVisionGraph,
+    SegmentVisionGraph,
+    WinCLIPVisionGraph,
+)
 from promptserve.exporters.graphs import (
     PromptedTextGraph,
     PromptedVisionGraph,
@@ -54,13 +60,14 @@ def export_bundle(
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     anomaly: AnomalyGraphSpec | None = None,
     winclip: WinCLIPGraphSpec | None = None,
+    segment: Sequence[SegmentGraphSpec] = (),
 ) -> BundleManifest:
     """Export `spec`'s vision and text graphs to ONNX and check them against torch.
 
     With `deep_prompts`, the prompted variants (MaPLe, IVLP) are exported too: they cost a
     second copy of each tower's weights on disk and serve every deep-prompt artifact. With
     `anomaly`, AnomalyCLIP's dense vision graph at that input size; with `winclip`, WinCLIP's
-    window graph (`grid` is filled in for both).
+    window graph; with `segment`, one segmentation graph per method (`grid` is filled in).
 
     Example:
         >>> export_bundle(BackboneSpec.parse("ViT-B-32:openai"), "bundles/vit-b-32")
@@ -139,6 +146,18 @@ def export_bundle(
         graphs["winclip"] = (windows, (pixels[2:],))
         winclip = winclip.model_copy(update={"grid": windows.grid})
 
+    segment_specs = {}
+    for seg in segment:
+        steps.set_postfix_str(f"export {seg.graph} graph")
+        graph = SegmentVisionGraph(model, method=seg.method, image_size=seg.image_size).eval()
+        crops = torch.randn(
+            3, 3, seg.image_size, seg.image_size, generator=torch.Generator().manual_seed(2)
+        )
+        _export(graph, (crops[:2],), out / f"{seg.graph}.onnx", bounds)
+        graphs[seg.graph] = (graph, (crops[2:],))
+        grid = seg.image_size // model.visual.conv1.kernel_size[0]
+        segment_specs[seg.method] = seg.model_copy(update={"grid": grid})
+
     steps.set_postfix_str("tokenizer + embeddings")
     from safetensors.torch import save_file
 
@@ -177,6 +196,7 @@ def export_bundle(
         deep_prompts=slots,
         anomaly=anomaly,
         winclip=winclip,
+        segment=segment_specs,
     )
     (out / BUNDLE_FILE).write_text(manifest.model_dump_json(indent=2))
     steps.update()

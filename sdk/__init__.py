@@ -25,7 +25,7 @@ from promptserve._exceptions import (
     PromptServeError,
     ServerOverloaded,
 )
-from promptserve.overlay import heatmap, overlay
+from promptserve.overlay import heatmap, overlay, segment_overlay
 from promptserve.types import (
     AnomalyRequest,
     AnomalyResponse,
@@ -43,6 +43,8 @@ from promptserve.types import (
     PromptInfo,
     PromptList,
     RegisterPromptRequest,
+    SegmentRequest,
+    SegmentResponse,
 )
 
 __all__ = [
@@ -75,8 +77,11 @@ __all__ = [
     "PromptNotFound",
     "PromptServeError",
     "RegisterPromptRequest",
+    "SegmentRequest",
+    "SegmentResponse",
     "ServerOverloaded",
     "__version__",
     "heatmap",
     "overlay",
+    "segment_overlay",
 ]

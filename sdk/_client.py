@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -39,11 +39,14 @@ from promptserve.types import (
     PromptInfo,
     PromptList,
     RegisterPromptRequest,
+    SegmentRequest,
+    SegmentResponse,
 )
 
 __all__ = ["AsyncClient", "Client"]
 
 Images = ImageInput | Sequence[ImageInput]
+R = TypeVar("R", AnomalyResponse, SegmentResponse)
 # A folder written by `promptserve import` (manifest.json [+ prompt.safetensors]), or its contents.
 Artifact = str | Path | tuple[dict[str, Any], bytes | None]
 
@@ -97,7 +100,18 @@ def _anomaly_plan(
     return items, template
 
 
-def _merge_anomaly(responses: Sequence[AnomalyResponse], offsets: Sequence[int]) -> AnomalyResponse:
+def _segment_plan(images: Images, **fields: Any) -> tuple[list[ImageInput], SegmentRequest]:
+    items = _image_list(images)
+    if fields.get("labels") is not None:
+        fields["labels"] = [g if isinstance(g, str) else list(g) for g in fields["labels"]]
+    try:
+        template = SegmentRequest(images=[], **fields)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return items, template
+
+
+def _merge_indexed(responses: Sequence[R], offsets: Sequence[int]) -> R:
     results = [
         r.model_copy(update={"index": offset + r.index})
         for response, offset in zip(responses, offsets, strict=True)
@@ -337,7 +351,55 @@ class Client(BaseClient):
                 response = self._request("POST", "/v1/anomaly", body=body, timeout=timeout)
                 responses.append(self._parse(response, AnomalyResponse))
                 bar.update(len(part))
-        return _merge_anomaly(responses, [offset for offset, _ in chunks])
+        return _merge_indexed(responses, [offset for offset, _ in chunks])
+
+    def segment(
+        self,
+        images: Images,
+        *,
+        labels: Sequence[str | Sequence[str]] | None = None,
+        prompt_id: str | None = None,
+        method: str | None = None,
+        templates: str | Sequence[str] | None = None,
+        short_side: int | None = None,
+        stride: int | None = None,
+        prob_threshold: float = 0.0,
+        return_scores: bool = False,
+        chunk_size: int = 4,
+        progress: bool | None = None,
+        timeout: Timeout | None = None,
+    ) -> SegmentResponse:
+        """A label map per image at its own size, over a vocabulary of free `labels` (each a
+        name or a list of synonyms) or a registered text prompt's classes (`prompt_id`), with
+        MaskCLIP, SCLIP or ClearCLIP (`method`; default: the server's first). Images are sent
+        at full size; `results[i].labels()` indexes `response.labels`, and
+        `promptserve.segment_overlay` colours it with a legend.
+
+        Raises:
+            InvalidInput: Bad images, neither or both of labels and prompt_id, an empty or too
+                large vocabulary, a method the server lacks, or an image above its size limit.
+            PromptNotFound: `prompt_id` is not registered.
+
+        Example:
+            >>> out = client.segment("street.jpg", labels=["road", "car", ["person", "pedestrian"]])
+            >>> out.labels, out.results[0].labels().shape
+            (['road', 'car', 'person'], (720, 1280))
+        """
+        items, template = _segment_plan(
+            images, labels=labels, prompt_id=prompt_id, method=method,
+            templates=templates if isinstance(templates, (str, type(None))) else list(templates),
+            short_side=short_side, stride=stride, prob_threshold=prob_threshold,
+            return_scores=return_scores,
+        )  # fmt: skip
+        chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
+        responses = []
+        with _progress_bar(len(items), progress) as bar:
+            for offset, part in chunks:
+                body = template.model_copy(update={"images": _encode_images(part, offset, {})})
+                response = self._request("POST", "/v1/segment", body=body, timeout=timeout)
+                responses.append(self._parse(response, SegmentResponse))
+                bar.update(len(part))
+        return _merge_indexed(responses, [offset for offset, _ in chunks])
 
     def register_prompt(
         self, artifact: Artifact, *, prompt_id: str | None = None, timeout: Timeout | None = None
@@ -503,7 +565,41 @@ class AsyncClient(BaseClient):
                 response = await self._request("POST", "/v1/anomaly", body=body, timeout=timeout)
                 responses.append(self._parse(response, AnomalyResponse))
                 bar.update(len(part))
-        return _merge_anomaly(responses, [offset for offset, _ in chunks])
+        return _merge_indexed(responses, [offset for offset, _ in chunks])
+
+    async def segment(
+        self,
+        images: Images,
+        *,
+        labels: Sequence[str | Sequence[str]] | None = None,
+        prompt_id: str | None = None,
+        method: str | None = None,
+        templates: str | Sequence[str] | None = None,
+        short_side: int | None = None,
+        stride: int | None = None,
+        prob_threshold: float = 0.0,
+        return_scores: bool = False,
+        chunk_size: int = 4,
+        progress: bool | None = None,
+        timeout: Timeout | None = None,
+    ) -> SegmentResponse:
+        """`Client.segment`, awaitable."""
+        items, template = _segment_plan(
+            images, labels=labels, prompt_id=prompt_id, method=method,
+            templates=templates if isinstance(templates, (str, type(None))) else list(templates),
+            short_side=short_side, stride=stride, prob_threshold=prob_threshold,
+            return_scores=return_scores,
+        )  # fmt: skip
+        chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
+        responses = []
+        with _progress_bar(len(items), progress) as bar:
+            for offset, part in chunks:
+                encoded = await asyncio.to_thread(_encode_images, part, offset, {})
+                body = template.model_copy(update={"images": encoded})
+                response = await self._request("POST", "/v1/segment", body=body, timeout=timeout)
+                responses.append(self._parse(response, SegmentResponse))
+                bar.update(len(part))
+        return _merge_indexed(responses, [offset for offset, _ in chunks])
 
     async def register_prompt(
         self, artifact: Artifact, *, prompt_id: str | None = None, timeout: Timeout | None = None

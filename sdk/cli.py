@@ -22,6 +22,19 @@ def _backbone(text: str):
     return seeded_backbone() if text == "demo" else BackboneSpec.parse(text)
 
 
+def _segment_specs(text: str) -> tuple:
+    from promptserve.exporters.bundle import SegmentGraphSpec
+
+    specs = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        method, _, size = item.partition("=")
+        try:
+            specs.append(SegmentGraphSpec(method=method, image_size=int(size or 224)))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{item!r}: {exc}") from None
+    return tuple(specs)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from promptserve.exporters.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
     from promptserve.exporters.export import export_bundle
@@ -35,6 +48,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         anomaly=AnomalyGraphSpec(image_size=args.anomaly_size, taps=args.anomaly_taps,
                                  dpam_layer=args.dpam_layer) if args.anomaly_size else None,
         winclip=WinCLIPGraphSpec(scales=args.winclip_scales) if args.winclip_scales else None,
+        segment=args.segment,
     )  # fmt: skip
     for name, p in manifest.parity.items():
         print(
@@ -203,6 +217,36 @@ def cmd_eval_anomaly(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from promptserve import Client
+    from promptserve.segment_eval import evaluate, format_table, read_labels
+    from promptserve.segment_metrics import iou_per_class
+
+    groups = read_labels(args.labels)
+    names = [g[0] for g in groups]
+    with Client(args.url, api_key=args.api_key) as client:
+
+        def predict(paths):
+            out = client.segment(paths, labels=groups, method=args.method, progress=False,
+                                 short_side=args.short_side, prob_threshold=args.prob_threshold)  # fmt: skip
+            return [r.labels() for r in out.results]
+
+        conf = evaluate(
+            predict, args.images, args.masks, len(groups), ignore_index=args.ignore_index
+        )
+    print(format_table(conf, names))
+    if args.json:
+        iou = iou_per_class(conf)
+        report = {
+            "miou": float(np.nanmean(iou)),
+            "iou": {n: None if np.isnan(v) else float(v) for n, v in zip(names, iou, strict=True)},
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="promptserve", description="Serve prompt-adapted CLIP models on Ray Serve."
@@ -268,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--winclip-scales",
         type=lambda t: tuple(int(v) for v in t.split(",")),
         help="also export WinCLIP's window graph with these window sizes (anomalib: 2,3)",
+    )
+    s.add_argument(
+        "--segment",
+        type=_segment_specs,
+        default=(),
+        metavar="METHOD[=SIZE],...",
+        help="also export segmentation graphs: maskclip, sclip, clearclip, each at a window size "
+        "(default 224; ClearCLIP's official is 448), e.g. sclip,clearclip=448",
     )
     s.set_defaults(fn=cmd_export)
 
@@ -352,6 +404,22 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("--overlays", type=Path, help="write heat-map overlays under this folder")
     ea.add_argument("--json", type=Path, help="also write the metrics as JSON")
     ea.set_defaults(fn=cmd_eval_anomaly)
+    es = esub.add_parser("segment", help="mIoU and per-class IoU on images + label masks")
+    es.add_argument("--images", required=True, type=Path, help="a folder of images")
+    es.add_argument("--masks", required=True, type=Path, help="<image stem>.png class-index masks")
+    es.add_argument("--labels", required=True, type=Path, help="one class per line (', ' synonyms)")
+    es.add_argument(
+        "--method", choices=["maskclip", "sclip", "clearclip"], help="default: the server's first"
+    )
+    es.add_argument(
+        "--short-side", type=int, help="resize before the sliding window (method default)"
+    )
+    es.add_argument(
+        "--prob-threshold", type=float, default=0.0, help="below it: class 0 (background)"
+    )
+    es.add_argument("--ignore-index", type=int, default=255)
+    es.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    es.set_defaults(fn=cmd_eval_segment)
 
     pr = sub.add_parser("prompts", help="list, add or remove prompts on a running server")
     psub = pr.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -361,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     s3.add_argument("--prompt-id", help="name to serve it under")
     s4 = psub.add_parser("rm", help="remove a prompt")
     s4.add_argument("prompt_id")
-    for cmd in (s, s3, s4, ea):
+    for cmd in (s, s3, s4, ea, es):
         cmd.add_argument(
             "--url",
             default=None,

@@ -95,6 +95,11 @@ class LimitsConfig(_Strict):
     max_body_bytes: int = Field(64 << 20, ge=1)
     max_labels: int = Field(1000, ge=1, description="Free labels per request.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
+    max_segment_pixels: int = Field(
+        16_000_000,
+        ge=1,
+        description="Largest image /v1/segment labels (its map is computed at the original size).",
+    )
     max_inflight_images: int = Field(
         4096, ge=1, description="Images in flight per gateway replica before 503."
     )

@@ -60,7 +60,7 @@ def _png(img: Image.Image) -> bytes:
 
 def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
     """Bundle and artifacts (templates, CoOp, MaPLe) for the demo backbone, reused if present."""
-    from promptserve.exporters.bundle import Bundle, BundleError, WinCLIPGraphSpec
+    from promptserve.exporters.bundle import Bundle, BundleError, SegmentGraphSpec, WinCLIPGraphSpec
     from promptserve.exporters.export import export_bundle
     from promptserve.exporters.importers.coop import import_coop
     from promptserve.exporters.importers.deep import import_maple
@@ -71,12 +71,14 @@ def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
     bundle = workdir / "bundles" / "demo"
     try:
         m = Bundle(bundle).manifest
-        stale = m.backbone_id != spec.id or m.deep_prompts is None or m.winclip is None
+        stale = m.backbone_id != spec.id or m.deep_prompts is None or not (m.winclip and m.segment)
     except BundleError:
         stale = True
     if stale:  # none yet, or one from an older demo backbone
         print("exporting the demo backbone to ONNX ...", flush=True)
-        export_bundle(spec, bundle, winclip=WinCLIPGraphSpec())
+        export_bundle(
+            spec, bundle, winclip=WinCLIPGraphSpec(), segment=[SegmentGraphSpec(method="sclip")]
+        )
     slots = Bundle(bundle).manifest.deep_prompts
     templates = build_templates(CLASSNAMES, backbone_id=spec.id, templates="imagenet80").save(
         workdir / "artifacts" / "demo-templates"
@@ -141,7 +143,7 @@ def write_demo_coop_checkpoint(path: Path, spec) -> Path:
 
 
 def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = False) -> int:
-    from promptserve import Client, overlay
+    from promptserve import Client, overlay, segment_overlay
     from promptserve.exporters.seeded import default_cache_dir
     from promptserve.serving import run
     from promptserve.serving.config import AppConfig
@@ -185,7 +187,11 @@ def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = Fals
             anomaly = client.detect_anomalies(images[0][1], object_name="circle").results[0]
             picture = workdir / "anomaly-circle.png"
             overlay(images[0][1], anomaly.anomaly_map()).save(picture)
-            print(f"WinCLIP on circle.png: score {anomaly.score:.3f}, anomaly map at {picture}\n")
+            print(f"WinCLIP on circle.png: score {anomaly.score:.3f}, anomaly map at {picture}")
+            seg = client.segment(images[0][1], labels=["background", "circle"])
+            picture = workdir / "segment-circle.png"
+            segment_overlay(images[0][1], seg.results[0].labels(), seg.labels).save(picture)
+            print(f"SCLIP on circle.png, labels {seg.labels}: label map at {picture}\n")
         print(REAL_WEIGHTS_HINT)
         if not once:
             print(f"\nstill serving at {url} (docs at {url}/docs); Ctrl-C to stop", flush=True)

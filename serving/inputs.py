@@ -16,9 +16,9 @@ from promptserve._images import ImageDecodeError, crop_uint8, decode_image
 from promptserve.exporters.bundle import PreprocessConfig
 from promptserve.serving.config import LimitsConfig
 from promptserve.serving.errors import InvalidInput, PayloadTooLarge
-from promptserve.types import AnomalyRequest, ClassifyRequest
+from promptserve.types import AnomalyRequest, ClassifyRequest, SegmentRequest
 
-M = TypeVar("M", ClassifyRequest, AnomalyRequest)
+M = TypeVar("M", ClassifyRequest, AnomalyRequest, SegmentRequest)
 
 
 def _refuse_declared_oversize(request: Request, limits: LimitsConfig) -> None:
@@ -52,6 +52,56 @@ async def parse_anomaly(
 ) -> tuple[AnomalyRequest, list[bytes]]:
     """JSON (`AnomalyRequest`, base64 images) or multipart (`images` files + `prompt_id`)."""
     return await _parse_images(request, limits, AnomalyRequest, ("prompt_id",), ())
+
+
+async def parse_segment(
+    request: Request, limits: LimitsConfig
+) -> tuple[SegmentRequest, list[bytes]]:
+    """JSON (`SegmentRequest`, base64 images) or multipart (`images` files + the same fields;
+    there each `labels` value is one class name)."""
+    req, blobs = await _parse_images(
+        request, limits, SegmentRequest,
+        ("prompt_id", "method", "short_side", "stride", "logit_scale", "prob_threshold",
+         "return_scores"),
+        ("labels", "templates"),
+    )  # fmt: skip
+    if req.labels is not None:
+        groups = [[g] if isinstance(g, str) else g for g in req.labels]
+        if not groups or any(not g or any(not n.strip() for n in g) for g in groups):
+            raise InvalidInput(
+                "`labels` must be a non-empty list of non-empty names (or lists of names)",
+                param="labels",
+            )
+        if sum(map(len, groups)) > limits.max_labels:
+            raise InvalidInput(
+                f"{sum(map(len, groups))} label names, above the limit of {limits.max_labels}; "
+                "register a prompt artifact for large vocabularies",
+                param="labels",
+            )
+    return req, blobs
+
+
+def decode_for_segment(
+    blob: bytes, index: int, short_side: int, limits: LimitsConfig
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode and resize keeping the aspect ratio so the short side is `short_side` (the long
+    side at most 2048), bilinear; uint8 [H, W, 3] and the original (height, width)."""
+    from PIL import Image
+
+    from promptserve.exporters.methods.segment import resized_size
+
+    try:
+        img = decode_image(blob, max_pixels=limits.max_image_pixels)
+    except ImageDecodeError as exc:
+        raise InvalidInput(f"images[{index}]: {exc}", param=f"images[{index}]") from None
+    if img.width * img.height > limits.max_segment_pixels:
+        raise InvalidInput(
+            f"images[{index}] is {img.width}x{img.height}; /v1/segment returns a map at the "
+            f"original size and takes up to {limits.max_segment_pixels / 1e6:.0f} MP: downscale it",
+            param=f"images[{index}]",
+        )
+    h, w = resized_size(img.height, img.width, short_side)
+    return np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.uint8), (img.height, img.width)
 
 
 async def parse_classify(

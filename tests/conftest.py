@@ -24,6 +24,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 API_KEY = "test-secret-key"
 ANOMALY_TAPS = (1, 2, 3)
 WINCLIP_SCALES = (2, 3)
+SEGMENT_METHODS = ("sclip", "clearclip", "maskclip")  # the served default first
 
 
 @pytest.fixture(scope="session")
@@ -40,15 +41,21 @@ def tiny_model(tiny_spec):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_spec, tmp_path_factory):
-    from promptserve.exporters.bundle import AnomalyGraphSpec, Bundle, WinCLIPGraphSpec
+    from promptserve.exporters.bundle import (
+        AnomalyGraphSpec,
+        Bundle,
+        SegmentGraphSpec,
+        WinCLIPGraphSpec,
+    )
     from promptserve.exporters.export import export_bundle
 
     out = tmp_path_factory.mktemp("bundle")
     # with AnomalyCLIP's dense graph at the tiny ViT's size (DPAM on its last 2 of 3 blocks)
-    # and WinCLIP's window graph
+    # and WinCLIP's window graph, and the three segmentation graphs
     anomaly = AnomalyGraphSpec(image_size=224, taps=ANOMALY_TAPS, dpam_layer=3)
     winclip = WinCLIPGraphSpec(scales=WINCLIP_SCALES)
-    export_bundle(tiny_spec, out, progress=False, anomaly=anomaly, winclip=winclip)
+    segment = [SegmentGraphSpec(method=m) for m in SEGMENT_METHODS]
+    export_bundle(tiny_spec, out, progress=False, anomaly=anomaly, winclip=winclip, segment=segment)
     return Bundle(out)
 
 

@@ -22,5 +22,6 @@ def assert_onnx_matches_torch(
     got = session.run(None, {"pixel_values": pixels.numpy()})
     with torch.no_grad():
         want = graph(pixels)
+    want = (want,) if isinstance(want, torch.Tensor) else want
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w.numpy(), atol=1e-4)

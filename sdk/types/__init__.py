@@ -15,10 +15,18 @@ from promptserve.types.classification import (
 from promptserve.types.errors import ErrorBody, ErrorDetail, ErrorType
 from promptserve.types.models import ImageGeometry, ModelInfo
 from promptserve.types.prompts import PromptInfo, PromptList, RegisterPromptRequest
+from promptserve.types.segment import (
+    ClassScore,
+    ImageSegmentation,
+    LabelMap,
+    SegmentRequest,
+    SegmentResponse,
+)
 
 __all__ = [
     "AnomalyRequest",
     "AnomalyResponse",
+    "ClassScore",
     "ClassifyRequest",
     "ClassifyResponse",
     "EncodedArray",
@@ -28,9 +36,13 @@ __all__ = [
     "ImageAnomaly",
     "ImageClassification",
     "ImageGeometry",
+    "ImageSegmentation",
+    "LabelMap",
     "LabelScore",
     "ModelInfo",
     "PromptInfo",
     "PromptList",
     "RegisterPromptRequest",
+    "SegmentRequest",
+    "SegmentResponse",
 ]

@@ -28,3 +28,7 @@ class ModelInfo(BaseModel):
         default_factory=list,
         description="Anomaly methods the bundle's dense graphs serve: anomalyclip, winclip.",
     )
+    segment_methods: list[str] = Field(
+        default_factory=list,
+        description="Segmentation methods the bundle's dense graphs serve: maskclip, sclip, ...",
+    )

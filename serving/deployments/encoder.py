@@ -23,7 +23,8 @@ from promptserve.exporters.bundle import Bundle
 from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch, plan_vision_calls
 from promptserve.exporters.maps import resize_bilinear
 from promptserve.exporters.methods import get_method
-from promptserve.exporters.methods.base import DenseHead
+from promptserve.exporters.methods.base import ClassHead, DenseHead
+from promptserve.exporters.methods.segment import class_scores, segment
 from promptserve.exporters.methods.winclip import WinCLIPHead
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
@@ -32,7 +33,7 @@ from promptserve.serving.errors import InvalidInput
 from promptserve.serving.heads import HeadBank, score
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore
-from promptserve.types import EncodedArray
+from promptserve.types import EncodedArray, LabelMap
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,22 @@ class AnomalyCall:
     object_name: str | None = None
 
 
-DENSE_GRAPHS = ("anomaly", "winclip")  # the bundle's optional dense graphs anomaly heads read
+@dataclass(frozen=True)
+class SegmentCall:
+    """One image of a gateway segmentation request, cut into its sliding windows."""
+
+    windows: np.ndarray  # uint8 [n, crop, crop, 3]
+    boxes: tuple[tuple[int, int, int, int], ...]  # (y1, y2, x1, x2) of each in the resized image
+    resized: tuple[int, int]
+    original: tuple[int, int]
+    method: str
+    logit_scale: float
+    prob_threshold: float = 0.0
+    return_scores: bool = False
+    prompt_id: str | None = None
+    content_id: str | None = None
+    names: tuple[tuple[str, ...], ...] | None = None  # per class, its names (free labels)
+    templates: tuple[str, ...] = ()
 
 
 def _num_images(jobs: list[VisionJob]) -> int:
@@ -109,8 +125,7 @@ class EncoderDeployment:
                 batch_wait_timeout_s=enc.batch_wait_timeout_s,
                 size_fn=len,
             )
-            for graph in DENSE_GRAPHS
-            if getattr(self.bundle.manifest, graph) is not None
+            for graph in self.bundle.manifest.dense_graphs()
         }
         self.reconfigure(
             {
@@ -172,6 +187,51 @@ class EncoderDeployment:
         results = await asyncio.to_thread(_anomaly_results, head, image, dense, call.sizes)
         return {"results": results, "batch_images": batch_images}
 
+    async def segment(self, call: SegmentCall) -> dict[str, Any]:
+        """`{"result": {label_map, scores}, "batch_images": [windows per graph call]}`."""
+        head, name_class = await self._vocabulary(call)
+        graph = f"segment_{call.method}"
+        batcher = self._dense_batched.get(graph)
+        if batcher is None:
+            raise InvalidInput(
+                f"this server's bundle has no {call.method} graph; export it with --segment "
+                f"{call.method}",
+                param="method",
+            )
+        step = self.config.encoder.max_batch_size
+        parts = await asyncio.gather(
+            *(batcher(call.windows[i : i + step]) for i in range(0, len(call.windows), step))
+        )
+        features = _concat([outputs[0] for outputs, _ in parts])
+        result = await asyncio.to_thread(
+            _segment_result, call, features, head.features, name_class, len(head.labels)
+        )
+        return {"result": result, "batch_images": [n for _, n in parts]}
+
+    async def _vocabulary(self, call: SegmentCall) -> tuple[ClassHead, np.ndarray]:
+        """The text features of every name and the class each name belongs to."""
+        if call.names is not None:
+            names = [n for group in call.names for n in group]
+            head = self.heads.cached(content_id=None, labels=names, templates=call.templates)
+            if head is None:
+                head = await asyncio.to_thread(self.heads.label_head, names, call.templates)
+            classes = [group[0] for group in call.names]
+            name_class = np.repeat(np.arange(len(call.names)), [len(g) for g in call.names])
+            return ClassHead(tuple(classes), head.features), name_class
+        head = self.heads.cached(content_id=call.content_id, labels=None, templates=())
+        if head is None:
+            head = await asyncio.to_thread(
+                self.heads.prompt_head, call.prompt_id or "", call.content_id or ""
+            )
+        if head.visual is not None or head.dynamic or isinstance(head, DenseHead):
+            raise InvalidInput(
+                f"prompt {call.prompt_id!r} conditions more than the class text (deep visual "
+                "prompts, per-image text, or an anomaly head); segmentation takes text-only "
+                "prompts: coop, kgcoop, templates, cupl",
+                param="prompt_id",
+            )
+        return head, np.arange(len(head.labels))
+
     async def _dense_head(self, call: AnomalyCall) -> DenseHead:
         if call.object_name is not None:
             spec = self.bundle.manifest.winclip
@@ -199,13 +259,15 @@ class EncoderDeployment:
             )
         return head
 
-    async def _run_dense_batch(self, graph: str, jobs: list[np.ndarray]) -> list[tuple[tuple, int]]:
-        """One dense-graph call for every image of every job; each job gets its slice."""
+    async def _run_dense_batch(
+        self, graph: str, jobs: list[np.ndarray]
+    ) -> list[tuple[list[np.ndarray], int]]:
+        """One dense-graph call for every image of every job; each job gets its slice of every
+        output."""
         crops = _concat(jobs)
         metrics().batch_size.observe(len(crops))
-        encode = {"anomaly": self.engine.encode_anomaly, "winclip": self.engine.encode_windows}
-        image, dense = await asyncio.to_thread(encode[graph], self._pixels(crops))
-        return [((image[s], dense[s]), len(crops)) for s in _job_slices(map(len, jobs))]
+        outputs = await asyncio.to_thread(self.engine.encode_dense, graph, self._pixels(crops))
+        return [([o[s] for o in outputs], len(crops)) for s in _job_slices(map(len, jobs))]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_num_images)
     async def _serve_batched(self, jobs: list[VisionJob]) -> list[tuple[np.ndarray, int]]:
@@ -298,6 +360,39 @@ def _anomaly_results(
         }
         for i, size in enumerate(sizes)
     ]
+
+
+def _segment_result(
+    call: SegmentCall,
+    features: np.ndarray,
+    text: np.ndarray,
+    name_class: np.ndarray,
+    n_classes: int,
+) -> dict[str, Any]:
+    crop = call.windows.shape[1]
+    # names per pass bounded so a pass holds about 64M floats at the original size
+    chunk = int(np.clip((1 << 26) // (call.original[0] * call.original[1]), 1, 16))
+    seg = segment(
+        features,
+        list(call.boxes),
+        text,
+        name_class=name_class,
+        crop=crop,
+        resized=call.resized,
+        original=call.original,
+        logit_scale=call.logit_scale,
+        prob_threshold=call.prob_threshold,
+        chunk=chunk,
+    )
+    out: dict[str, Any] = {"label_map": LabelMap.from_numpy(seg.labels).model_dump()}
+    if call.return_scores:
+        area, confidence = class_scores(seg, n_classes)
+        present = sorted(np.flatnonzero(area > 0), key=lambda c: -area[c])
+        out["scores"] = [
+            {"index": int(c), "area": float(area[c]), "confidence": float(confidence[c])}
+            for c in present
+        ]
+    return out
 
 
 def _concat(crops: list[np.ndarray]) -> np.ndarray:

@@ -28,10 +28,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptserve import __version__
 from promptserve.exporters.artifacts import MANIFEST_FILE, TENSORS_FILE
-from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.bundle import Bundle, SegmentGraphSpec
+from promptserve.exporters.methods.segment import DEFAULTS as SEGMENT_DEFAULTS
+from promptserve.exporters.methods.segment import cut_windows, window_boxes
 from promptserve.exporters.templates import resolve_templates
-from promptserve.serving.config import AppConfig
-from promptserve.serving.deployments.encoder import AnomalyCall, ClassifyCall, EncoderDeployment
+from promptserve.serving.config import AppConfig, LimitsConfig
+from promptserve.serving.deployments.encoder import (
+    AnomalyCall,
+    ClassifyCall,
+    EncoderDeployment,
+    SegmentCall,
+)
 from promptserve.serving.errors import (
     AuthenticationError,
     BackboneMismatch,
@@ -42,9 +49,11 @@ from promptserve.serving.errors import (
 )
 from promptserve.serving.inputs import (
     decode_crops,
+    decode_for_segment,
     decode_resized,
     parse_anomaly,
     parse_classify,
+    parse_segment,
     read_body,
 )
 from promptserve.serving.metrics import metrics
@@ -61,6 +70,8 @@ from promptserve.types import (
     PromptInfo,
     PromptList,
     RegisterPromptRequest,
+    SegmentRequest,
+    SegmentResponse,
 )
 
 log = logging.getLogger("promptserve.gateway")
@@ -104,6 +115,21 @@ _CLASSIFY_BODY = _images_body(
     },
     ["images"],
 )
+_SEGMENT_BODY = _images_body(
+    "SegmentRequest",
+    {
+        "labels": {"type": "array", "items": {"type": "string"}},
+        "prompt_id": {"type": "string"},
+        "templates": {"type": "array", "items": {"type": "string"}},
+        "method": {"type": "string", "enum": ["maskclip", "sclip", "clearclip"]},
+        "short_side": {"type": "integer"},
+        "stride": {"type": "integer"},
+        "logit_scale": {"type": "number"},
+        "prob_threshold": {"type": "number"},
+        "return_scores": {"type": "boolean"},
+    },
+    ["images"],
+)
 _ANOMALY_BODY = _images_body(
     "AnomalyRequest",
     {"prompt_id": {"type": "string"}, "object_name": {"type": "string"}},
@@ -118,7 +144,7 @@ class _API(FastAPI):
     def openapi(self) -> dict[str, Any]:
         schema = super().openapi()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ClassifyRequest, AnomalyRequest, RegisterPromptRequest):
+        for model in (ClassifyRequest, AnomalyRequest, SegmentRequest, RegisterPromptRequest):
             if model.__name__ not in components:
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(body.pop("$defs", {}))
@@ -161,6 +187,8 @@ class Gateway:
         self.store = PromptStore(config.prompts.store)
         self._keys = config.auth.keys()
         self._inflight_images = 0
+        # segmentation pads windows past an image's edge with the mean colour (0 once normalised)
+        self._fill = tuple(round(255 * m) for m in self.bundle.manifest.preprocess.mean)
         self._infos: dict[str, tuple[float, PromptInfo]] = {}
         self._ready = asyncio.Event()
         self._preload_task = asyncio.get_event_loop().create_task(self._preload())
@@ -264,7 +292,12 @@ class Gateway:
             ),
             max_images_per_request=self.config.limits.max_images_per_request,
             max_body_bytes=self.config.limits.max_body_bytes,
-            tasks=["classify", *(["anomaly"] if m.anomaly or m.winclip else [])],
+            tasks=[
+                "classify",
+                *(["anomaly"] if m.anomaly or m.winclip else []),
+                *(["segment"] if m.segment else []),
+            ],
+            segment_methods=list(m.segment),
             anomaly_methods=[
                 method
                 for method, spec in (("anomalyclip", m.anomaly), ("winclip", m.winclip))
@@ -394,6 +427,97 @@ class Gateway:
                 param="prompt_id",
             )
         return {"prompt_id": info.prompt_id, "content_id": info.content_id}, m.anomaly.image_size
+
+    # -- segment -----------------------------------------------------------------------------
+    @api.post(
+        "/v1/segment",
+        response_model=SegmentResponse,
+        responses=_ERRORS,
+        openapi_extra=_SEGMENT_BODY,
+    )
+    async def segment(self, request: Request) -> JSONResponse:
+        tags: dict[str, str] = {}
+
+        async def run() -> JSONResponse:
+            self._authorize(request)
+            req, blobs = await parse_segment(request, self.config.limits)
+            tags["prompt_id"] = req.prompt_id or ""
+            return await self._segment(req, blobs)
+
+        return await self._observe("segment", run, tags)
+
+    async def _segment(self, req: SegmentRequest, blobs: list[bytes]) -> JSONResponse:
+        m, limits = self.bundle.manifest, self.config.limits
+        if not m.segment:
+            raise InvalidInput(
+                "this server's bundle has no segmentation graph; export it with --segment sclip"
+            )
+        method = req.method or next(iter(m.segment))
+        spec = m.segment.get(method)
+        if spec is None:
+            raise InvalidInput(
+                f"this server segments with {sorted(m.segment)}, not {method}; export the "
+                f"bundle with --segment {method} to add it",
+                param="method",
+            )
+        head, labels = await self._segment_vocabulary(req)
+        defaults = SEGMENT_DEFAULTS[method]
+        short_side = req.short_side or defaults.short_side
+        stride = req.stride or spec.image_size // 2
+        if stride > spec.image_size:
+            raise InvalidInput(
+                f"stride {stride} leaves gaps between {spec.image_size}-pixel windows",
+                param="stride",
+            )
+        options = {
+            "method": method,
+            "logit_scale": req.logit_scale or defaults.logit_scale,
+            "prob_threshold": req.prob_threshold,
+            "return_scores": req.return_scores,
+            **head,
+        }
+        n = len(blobs)
+        async with self._admitted(n):
+            calls = await asyncio.to_thread(
+                _segment_calls, blobs, spec, short_side, stride, limits, options, self._fill
+            )
+            parts = await asyncio.gather(*(self.encoder.segment.remote(c) for c in calls))
+        metrics().images.inc(n)
+        results = []
+        for i, part in enumerate(parts):
+            result = {"index": i, **part["result"]}
+            if result.get("scores") is not None:
+                result["scores"] = [{**s, "label": labels[s["index"]]} for s in result["scores"]]
+            results.append(result)
+        body = SegmentResponse(
+            prompt_id=req.prompt_id,
+            method=method,
+            backbone=self.bundle.backbone_id,
+            labels=labels,
+            results=results,
+        )
+        header = ",".join(str(b) for p in parts for b in p["batch_images"])
+        return JSONResponse(body.model_dump(mode="json"), headers={_BATCH_HEADER: header})
+
+    async def _segment_vocabulary(self, req: SegmentRequest) -> tuple[dict[str, Any], list[str]]:
+        """The encoder's vocabulary fields and the class names a label map indexes."""
+        if req.prompt_id is not None:
+            info = await self._prompt_info(check_prompt_id(req.prompt_id))
+            self._check_backbone(info.backbone)
+            _check_task(info, "classify")  # text-prompt artifacts are classification prompts
+            return {"prompt_id": info.prompt_id, "content_id": info.content_id}, info.classnames
+        templates = req.templates or "imagenet80"
+        if isinstance(templates, list) and len(templates) == 1 and "{}" not in templates[0]:
+            templates = templates[0]  # a preset name sent as a multipart field
+        try:
+            resolved = resolve_templates(templates)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), param="templates") from None
+        groups = tuple(
+            (g.strip(),) if isinstance(g, str) else tuple(n.strip() for n in g)
+            for g in req.labels or ()
+        )
+        return {"names": groups, "templates": resolved}, [g[0] for g in groups]
 
     @contextlib.asynccontextmanager
     async def _admitted(self, n: int) -> AsyncIterator[None]:
@@ -533,9 +657,39 @@ def _numbered(parts: list[dict]) -> list[dict]:
     return results
 
 
+_BATCH_HEADER = "x-promptserve-batch-images"
+
+
 def _batch_header(parts: list[dict]) -> dict[str, str]:
     """How full the vision batches were: cheap to send, the first thing to look at when tuning."""
-    return {"x-promptserve-batch-images": ",".join(str(p["batch_images"]) for p in parts)}
+    return {_BATCH_HEADER: ",".join(str(p["batch_images"]) for p in parts)}
+
+
+def _segment_calls(
+    blobs: list[bytes],
+    spec: SegmentGraphSpec,
+    short_side: int,
+    stride: int,
+    limits: LimitsConfig,
+    options: dict[str, Any],
+    fill: tuple[int, int, int],
+) -> list[SegmentCall]:
+    """Per image: resized, cut into the graph's windows (SCLIP's placement)."""
+    calls = []
+    for i, blob in enumerate(blobs):
+        image, original = decode_for_segment(blob, i, short_side, limits)
+        boxes = window_boxes(image.shape[0], image.shape[1], spec.image_size, stride)
+        windows = cut_windows(image, boxes, spec.image_size, fill)
+        calls.append(
+            SegmentCall(
+                windows=windows,
+                boxes=tuple(boxes),
+                resized=(image.shape[0], image.shape[1]),
+                original=original,
+                **options,
+            )
+        )
+    return calls
 
 
 def _check_task(info: PromptInfo, route: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.bundle import AnomalyGraphSpec, Bundle, BundleError, WinCLIPGraphSpec
+from promptserve.exporters.bundle import Bundle, BundleError
 from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
 from promptserve.exporters.text import TextTower
 
@@ -74,34 +74,34 @@ class Engine(ABC):
         }
         return self.run("text_prompted", feeds | deep_inputs)[0]
 
+    def encode_dense(self, graph: str, pixel_values: np.ndarray) -> list[np.ndarray]:
+        """[B, 3, S, S] at the graph's size -> its outputs, through one of the bundle's dense
+        graphs (`bundle.json: anomaly / winclip / segment`)."""
+        self.dense_spec(graph)  # a clear error for bundles without the graph
+        return self.run(graph, {"pixel_values": pixel_values})
+
     def encode_anomaly(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B, 3, S, S] at the anomaly graph's size -> (image_embeds [B, E], patch_embeds
-        [B, taps, g*g, E]) through AnomalyCLIP's dense graph."""
-        self.anomaly_spec  # noqa: B018 -- a clear error for bundles without the graph
-        image, patches = self.run("anomaly", {"pixel_values": pixel_values})
+        """(image_embeds [B, E], patch_embeds [B, taps, g*g, E]) through AnomalyCLIP's graph."""
+        image, patches = self.encode_dense("anomaly", pixel_values)
         return image, patches
 
     def encode_windows(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[B, 3, S, S] -> (image_embeds [B, E], window_embeds [B, windows, E]) through
-        WinCLIP's window graph."""
-        self.winclip_spec  # noqa: B018 -- a clear error for bundles without the graph
-        image, windows = self.run("winclip", {"pixel_values": pixel_values})
+        """(image_embeds [B, E], window_embeds [B, windows, E]) through WinCLIP's graph."""
+        image, windows = self.encode_dense("winclip", pixel_values)
         return image, windows
 
-    @cached_property
-    def winclip_spec(self) -> WinCLIPGraphSpec:
-        return self._optional_graph("winclip", "--winclip-scales")
-
-    @cached_property
-    def anomaly_spec(self) -> AnomalyGraphSpec:
-        return self._optional_graph("anomaly", "--anomaly-size")
-
-    def _optional_graph(self, name: str, export_flag: str) -> Any:
-        """The spec of an optional dense graph, or a BundleError saying how to export it."""
-        spec = getattr(self.bundle.manifest, name)
+    def dense_spec(self, graph: str) -> Any:
+        """What a dense graph was exported with, or a BundleError saying how to export it."""
+        m = self.bundle.manifest
+        if graph.startswith("segment_"):
+            method = graph.removeprefix("segment_")
+            spec, flag = m.segment.get(method), f"--segment {method}"
+        else:
+            spec = getattr(m, graph, None) if graph in ("anomaly", "winclip") else None
+            flag = {"anomaly": "--anomaly-size", "winclip": "--winclip-scales"}.get(graph, "")
         if spec is None:
             raise BundleError(
-                f"bundle {self.bundle.dir} has no {name} graph; export it with {export_flag}"
+                f"bundle {self.bundle.dir} has no {graph} graph; export it with {flag}".rstrip()
             )
         return spec
 

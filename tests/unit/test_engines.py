@@ -13,13 +13,9 @@ from promptserve.serving.engines.base import EngineOptions, create_engine
 def test_bundle_records_passing_parity(tiny_bundle):
     m = tiny_bundle.manifest
     assert set(m.parity) == {
-        "vision",
-        "text",
-        "vision_prompted",
-        "text_prompted",
-        "anomaly",
-        "winclip",
-    }
+        "vision", "text", "vision_prompted", "text_prompted", "anomaly", "winclip",
+        "segment_sclip", "segment_clearclip", "segment_maskclip",
+    }  # fmt: skip
     for p in m.parity.values():
         assert p.passed and p.max_abs_diff <= 1e-4 and p.min_cosine > 0.99999
     assert m.preprocess.size == 224 and m.embed_dim == 64 and m.text_width == 64
