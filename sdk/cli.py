@@ -247,6 +247,19 @@ def cmd_eval_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_k8s_render(args: argparse.Namespace) -> int:
+    from promptserve.deploy.k8s import dump, render
+
+    text = dump(render(args.config, args.cluster, data_root=args.data_root))
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "rayservice.yaml").write_text(text)
+        print(f"wrote {args.output / 'rayservice.yaml'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="promptserve", description="Serve prompt-adapted CLIP models on Ray Serve."
@@ -387,6 +400,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("-o", "--output", required=True, type=Path, help="artifact directory")
         cmd.set_defaults(fn=cmd_import)
+
+    k8s = sub.add_parser("k8s", help="Kubernetes manifests from the app config")
+    ksub = k8s.add_subparsers(dest="k8s_action", required=True, metavar="ACTION")
+    kr = ksub.add_parser("render", help="a KubeRay RayService running this app config")
+    kr.add_argument("config", type=Path, help="the config `promptserve serve` runs")
+    kr.add_argument(
+        "--cluster", type=Path, help="cluster settings YAML (deploy/k8s.py::ClusterConfig)"
+    )
+    kr.add_argument(
+        "--data-root",
+        type=Path,
+        help="local directory the cluster's data volume mirrors (default: the config's directory)",
+    )
+    kr.add_argument("-o", "--output", type=Path, help="write DIR/rayservice.yaml (default: stdout)")
+    kr.set_defaults(fn=cmd_k8s_render)
 
     ev = sub.add_parser("eval", help="evaluate a served prompt on a labelled dataset")
     esub = ev.add_subparsers(dest="task", required=True, metavar="TASK")

@@ -11,41 +11,12 @@ from promptserve.serving.deployments.gateway import GatewayIngress
 
 
 def build_app(config: AppConfig) -> Application:
-    enc, gw = config.encoder, config.gateway
-    batch_config = {
-        "max_batch_size": enc.max_batch_size,
-        "batch_wait_timeout_s": enc.batch_wait_timeout_s,
-    }
+    options = config.deployment_options()
+    gateway = serve.deployment(GatewayIngress, name="gateway", **options["gateway"])
     if config.topology == "fused":
-        fused = serve.deployment(
-            GatewayIngress,
-            name="gateway",
-            num_replicas=enc.num_replicas,
-            max_ongoing_requests=gw.max_ongoing_requests,
-            max_queued_requests=gw.max_queued_requests,
-            ray_actor_options={"num_cpus": gw.num_cpus + enc.num_cpus, "num_gpus": enc.num_gpus},
-            user_config=batch_config,
-        )
-        return fused.bind(config, None)
-    encoder = serve.deployment(
-        EncoderDeployment,
-        name="encoder",
-        num_replicas=enc.num_replicas,
-        max_ongoing_requests=enc.max_ongoing_requests,
-        max_queued_requests=enc.max_queued_requests,
-        ray_actor_options={"num_cpus": enc.num_cpus, "num_gpus": enc.num_gpus},
-        user_config=batch_config,
-        health_check_period_s=10,
-    ).bind(config)
-    gateway = serve.deployment(
-        GatewayIngress,
-        name="gateway",
-        num_replicas=gw.num_replicas,
-        max_ongoing_requests=gw.max_ongoing_requests,
-        max_queued_requests=gw.max_queued_requests,
-        ray_actor_options={"num_cpus": gw.num_cpus},
-    )
-    return gateway.bind(config, encoder)
+        return gateway.bind(config, None)
+    encoder = serve.deployment(EncoderDeployment, name="encoder", **options["encoder"])
+    return gateway.bind(config, encoder.bind(config))
 
 
 def app_builder(args: dict) -> Application:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,10 +33,25 @@ class HttpConfig(_Strict):
     port: int = 8000
 
 
+class AutoscalingConfig(_Strict):
+    """Ray Serve replica autoscaling (`autoscaling_config`); replaces `num_replicas`."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, description="Requests in flight per replica the autoscaler aims for."
+    )
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+    metrics_interval_s: float | None = Field(None, gt=0, description="Serve's default if None.")
+    look_back_period_s: float | None = Field(None, gt=0, description="Serve's default if None.")
+
+
 class GatewayConfig(_Strict):
     """The FastAPI ingress: auth, validation, image decode and preprocessing."""
 
     num_replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingConfig | None = Field(None, description="Set to autoscale replicas.")
     num_cpus: float = Field(0.5, ge=0)
     max_ongoing_requests: int = Field(64, ge=1, description="Concurrent HTTP requests per replica.")
     max_queued_requests: int = Field(
@@ -48,8 +63,14 @@ class EncoderConfig(_Strict):
     """The vision-encoder deployment that batches images across requests and prompts."""
 
     num_replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingConfig | None = Field(None, description="Set to autoscale replicas.")
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each replica needs, e.g. {encoder_node: 1} to pin "
+        "replicas to nodes started with that resource.",
+    )
     batcher: Literal["continuous", "serve"] = Field(
         "continuous",
         description="continuous: close a batch when the engine is free (serving/batching.py); "
@@ -136,6 +157,51 @@ class AppConfig(_Strict):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    def deployment_options(self) -> dict[str, dict[str, Any]]:
+        """Ray Serve options per deployment, in `serve.deployment` / serveConfigV2
+        `deployments` terms: `build_app` applies them and `promptserve k8s render` writes
+        them, from this one place."""
+        enc, gw = self.encoder, self.gateway
+        batch = {
+            "max_batch_size": enc.max_batch_size,
+            "batch_wait_timeout_s": enc.batch_wait_timeout_s,
+        }
+
+        def scaling(num_replicas: int, auto: AutoscalingConfig | None) -> dict[str, Any]:
+            if auto is None:
+                return {"num_replicas": num_replicas}
+            return {"autoscaling_config": auto.model_dump(exclude_none=True)}
+
+        encoder_actor: dict[str, Any] = {"num_cpus": enc.num_cpus, "num_gpus": enc.num_gpus}
+        if enc.resources:
+            encoder_actor["resources"] = dict(enc.resources)
+        if self.topology == "fused":
+            return {
+                "gateway": {
+                    **scaling(enc.num_replicas, enc.autoscaling),
+                    "max_ongoing_requests": gw.max_ongoing_requests,
+                    "max_queued_requests": gw.max_queued_requests,
+                    "ray_actor_options": {**encoder_actor, "num_cpus": gw.num_cpus + enc.num_cpus},
+                    "user_config": batch,
+                }
+            }
+        return {
+            "encoder": {
+                **scaling(enc.num_replicas, enc.autoscaling),
+                "max_ongoing_requests": enc.max_ongoing_requests,
+                "max_queued_requests": enc.max_queued_requests,
+                "ray_actor_options": encoder_actor,
+                "user_config": batch,
+                "health_check_period_s": 10,
+            },
+            "gateway": {
+                **scaling(gw.num_replicas, gw.autoscaling),
+                "max_ongoing_requests": gw.max_ongoing_requests,
+                "max_queued_requests": gw.max_queued_requests,
+                "ray_actor_options": {"num_cpus": gw.num_cpus},
+            },
+        }
 
 
 def load_config(path: str | Path) -> AppConfig:

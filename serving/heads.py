@@ -18,6 +18,7 @@ import numpy as np
 from promptserve.exporters.methods import get_method
 from promptserve.exporters.methods.base import ClassHead
 from promptserve.exporters.text import TextTower, template_ensemble
+from promptserve.serving.errors import PromptNotFound
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore
 
@@ -72,8 +73,16 @@ class HeadBank:
     def prompt_head(self, prompt_id: str, content_id: str) -> ClassHead:
         head = self._prompts.get(content_id)
         if head is None:
-            artifact, features = self.store.load(prompt_id, content_id)
-            head = get_method(artifact.manifest.method).make_head(artifact, features, self.tower)
+            try:
+                artifact, features = self.store.load(prompt_id, content_id)
+                head = get_method(artifact.manifest.method).make_head(
+                    artifact, features, self.tower
+                )
+            except PromptNotFound:  # deleted or replaced meanwhile: not a failure to load
+                raise
+            except Exception:
+                metrics().artifact_load_failures.inc()
+                raise
             self._prompts.put(content_id, head)
             metrics().artifact_loads.inc()
         return head

@@ -54,6 +54,10 @@ def _m():
         artifact_loads = rm.Counter(
             "promptserve_artifact_loads_total", description="Prompt heads loaded into a replica."
         )
+        artifact_load_failures = rm.Counter(
+            "promptserve_artifact_load_failures_total",
+            description="Registered prompt artifacts that failed to load into a replica.",
+        )
         artifact_evictions = rm.Counter(
             "promptserve_artifact_evictions_total", description="Prompt heads evicted (LRU)."
         )

@@ -1,0 +1,340 @@
+"""`promptserve k8s render`: a KubeRay RayService from the application config `promptserve
+serve` runs, so the local server and the cluster cannot drift apart.
+
+The app config goes into `serveConfigV2` unchanged except for paths: local paths (relative to
+the config file, as `load_config` reads them) become paths under the data volume's mount, and
+fsspec URLs (s3://, gs://, ...) stay as they are. Deployment options (replicas or autoscaling,
+concurrency and queue limits, actor resources) come from `AppConfig.deployment_options`, which
+`build_app` applies locally.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptserve.serving.config import AppConfig
+
+METRICS_PORT = 8080  # Ray's metrics export port on every pod (scraped by the PodMonitor)
+SERVE_PORT = 8000
+DASHBOARD_PORT = 8265
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Toleration(_Strict):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class PodResources(_Strict):
+    cpu: str = "2"
+    memory: str = "8Gi"
+    gpus: int = Field(0, ge=0, description="nvidia.com/gpu per pod (requests = limits).")
+
+    def k8s(self) -> dict[str, Any]:
+        limits: dict[str, Any] = {"cpu": self.cpu, "memory": self.memory}
+        if self.gpus:
+            limits["nvidia.com/gpu"] = self.gpus
+        return {"requests": dict(limits), "limits": limits}
+
+
+class WorkerGroup(_Strict):
+    name: str = "gpu-workers"
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    resources: PodResources = PodResources(cpu="8", memory="32Gi", gpus=1)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", effect="NoSchedule")]
+    )
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources the group's nodes advertise."
+    )
+
+
+class Storage(_Strict):
+    """Where bundles and artifacts live in the cluster: a PVC mounted on every pod (local paths
+    of the app config are taken relative to it); object-store URLs need no volume."""
+
+    pvc: str | None = "promptserve-data"
+    mount_path: str = "/data"
+    prompts_store: str | None = Field(
+        None, description="Registered prompts in the cluster (default <mount_path>/prompts)."
+    )
+
+
+class ClusterConfig(_Strict):
+    """The Kubernetes side of a deployment; the app side is the `promptserve serve` config."""
+
+    name: str = "promptserve"
+    namespace: str = "promptserve"
+    image: str = "ghcr.io/promptserve/promptserve:0.1.0-gpu"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    ray_version: str = "2.60.0"
+    head: PodResources = PodResources(cpu="2", memory="8Gi")
+    head_node_selector: dict[str, str] = Field(default_factory=dict)
+    workers: WorkerGroup = WorkerGroup()
+    storage: Storage = Storage()
+    api_keys_secret: str | None = Field(
+        "promptserve-api-keys",
+        description="Secret whose `api-keys` entry becomes PROMPTSERVE_API_KEYS; None = no auth.",
+    )
+    idle_timeout_s: int = Field(
+        300, ge=0, description="Autoscaler: idle worker pods removed after."
+    )
+    upgrade: Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"] = "NewCluster"
+    env: dict[str, str] = Field(default_factory=dict)
+    app_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Merged into the app config for this cluster only: the hardware "
+        "differences (e.g. encoder.num_gpus, engine.providers, autoscaling bounds).",
+    )
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class RenderError(ValueError):
+    """The app config cannot run on the cluster as given (e.g. a path off the data volume)."""
+
+
+def cluster_app_config(
+    raw: dict[str, Any], storage: Storage, *, config_dir: Path, data_root: Path
+) -> dict[str, Any]:
+    """The app config as the cluster runs it: local paths (relative to the config file, as
+    `load_config` reads them) mapped from `data_root` onto the data volume's mount, fsspec URLs
+    kept, the prompt store on the volume (or the config's URL), HTTP on all interfaces."""
+    config = AppConfig.model_validate(raw)  # the same validation `promptserve serve` applies
+    root = Path(os.path.abspath(data_root.expanduser()))  # as written: symlinks not followed
+
+    def on_volume(path: str) -> str:
+        if "://" in path:
+            return path
+        local = Path(os.path.abspath(config_dir / Path(path).expanduser()))
+        if not local.is_relative_to(root):
+            raise RenderError(
+                f"{path} ({local}) is not under the data root {root}: put it there (the data "
+                "volume holds the same tree) or pass --data-root"
+            )
+        return str(PurePosixPath(storage.mount_path) / local.relative_to(root).as_posix())
+
+    data = config.model_dump(mode="json")
+    data["bundle"] = on_volume(config.bundle)
+    data["prompts"]["preload"] = [on_volume(p) for p in config.prompts.preload]
+    if "://" not in config.prompts.store:
+        data["prompts"]["store"] = storage.prompts_store or f"{storage.mount_path}/prompts"
+    data["http"] = {"host": "0.0.0.0", "port": SERVE_PORT}
+    return data
+
+
+def serve_config(app: dict[str, Any]) -> dict[str, Any]:
+    """serveConfigV2: one application built by `app_builder` from the inline config, with the
+    deployment options `build_app` would use."""
+    config = AppConfig.model_validate(app)
+    deployments = [{"name": n, **opts} for n, opts in config.deployment_options().items()]
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
+        "logging_config": {"log_level": config.log_level},
+        "applications": [
+            {
+                "name": config.name,
+                "route_prefix": config.route_prefix,
+                "import_path": "promptserve.serving.app:app_builder",
+                "args": app,
+                "deployments": deployments,
+            }
+        ],
+    }
+
+
+def _container(
+    cluster: ClusterConfig, resources: PodResources, *, head: bool, ready_path: str
+) -> dict[str, Any]:
+    ports = [{"containerPort": METRICS_PORT, "name": "metrics"}]
+    if head:
+        ports += [
+            {"containerPort": 6379, "name": "gcs-server"},
+            {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
+            {"containerPort": 10001, "name": "client"},
+            {"containerPort": SERVE_PORT, "name": "serve"},
+        ]
+    env = [{"name": k, "value": v} for k, v in sorted(cluster.env.items())]
+    env.append({"name": "RAY_USAGE_STATS_ENABLED", "value": "0"})
+    if cluster.api_keys_secret:
+        env.append(
+            {
+                "name": "PROMPTSERVE_API_KEYS",
+                "valueFrom": {"secretKeyRef": {"name": cluster.api_keys_secret, "key": "api-keys"}},
+            }
+        )
+    container: dict[str, Any] = {
+        "name": "ray-head" if head else "ray-worker",
+        "image": cluster.image,
+        "imagePullPolicy": cluster.image_pull_policy,
+        "ports": ports,
+        "env": env,
+        "resources": resources.k8s(),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        # Ray's own preStop: leave the cluster before the pod goes
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}},
+        # ready once the app answers /readyz through this pod's Serve proxy (prompts preloaded)
+        "readinessProbe": {
+            "httpGet": {"path": ready_path, "port": SERVE_PORT},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+    }
+    if cluster.storage.pvc:
+        container["volumeMounts"] = [{"name": "data", "mountPath": cluster.storage.mount_path}]
+    return container
+
+
+def _pod(cluster: ClusterConfig, container: dict[str, Any], selector: dict[str, str],
+         tolerations: list[Toleration]) -> dict[str, Any]:  # fmt: skip
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+    }
+    if selector:
+        spec["nodeSelector"] = dict(selector)
+    if tolerations:
+        spec["tolerations"] = [t.model_dump(exclude_none=True) for t in tolerations]
+    if cluster.storage.pvc:
+        spec["volumes"] = [
+            {"name": "data", "persistentVolumeClaim": {"claimName": cluster.storage.pvc}}
+        ]
+    # the label the PodMonitor selects (deploy/base/podmonitor.yaml)
+    labels = {"app.kubernetes.io/name": "promptserve", "app.kubernetes.io/instance": cluster.name}
+    return {"metadata": {"labels": labels}, "spec": spec}
+
+
+def render_rayservice(
+    raw_app: dict[str, Any], cluster: ClusterConfig, *, config_dir: Path, data_root: Path
+) -> dict[str, Any]:
+    """The RayService manifest (ray.io/v1) for an app config (as read from YAML, unresolved)
+    and the cluster settings."""
+    app = cluster_app_config(
+        _merge(raw_app, cluster.app_overrides),
+        cluster.storage,
+        config_dir=config_dir,
+        data_root=data_root,
+    )
+    w = cluster.workers
+    ready = app["route_prefix"].rstrip("/") + "/readyz"
+    worker_params: dict[str, Any] = {"metrics-export-port": str(METRICS_PORT)}
+    if w.ray_resources:
+        worker_params["resources"] = yaml.safe_dump(
+            w.ray_resources, default_flow_style=True
+        ).strip()
+    head_params = {
+        "dashboard-host": "0.0.0.0",
+        "metrics-export-port": str(METRICS_PORT),
+        "num-cpus": "0",  # the head schedules no replicas: it keeps GCS and the controller
+    }
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {
+            "name": cluster.name,
+            "namespace": cluster.namespace,
+            "labels": {"app.kubernetes.io/name": "promptserve", "app.kubernetes.io/instance": cluster.name},
+        },
+        "spec": {
+            "upgradeStrategy": {"type": cluster.upgrade},
+            "serveConfigV2": yaml.safe_dump(serve_config(app), sort_keys=False),
+            "rayClusterConfig": {
+                "rayVersion": cluster.ray_version,
+                "enableInTreeAutoscaling": True,
+                "autoscalerOptions": {
+                    "upscalingMode": "Default",
+                    "idleTimeoutSeconds": cluster.idle_timeout_s,
+                    "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
+                },
+                "headGroupSpec": {
+                    "rayStartParams": head_params,
+                    "template": _pod(
+                        cluster,
+                        _container(cluster, cluster.head, head=True, ready_path=ready),
+                        cluster.head_node_selector,
+                        [],
+                    ),
+                },
+                "workerGroupSpecs": [
+                    {
+                        "groupName": w.name,
+                        "replicas": w.min_replicas,
+                        "minReplicas": w.min_replicas,
+                        "maxReplicas": w.max_replicas,
+                        "rayStartParams": worker_params,
+                        "template": _pod(
+                            cluster,
+                            _container(cluster, w.resources, head=False, ready_path=ready),
+                            w.node_selector,
+                            w.tolerations,
+                        ),
+                    }
+                ],
+            },
+        },
+    }  # fmt: skip
+
+
+def render(
+    app_config: str | Path,
+    cluster_config: str | Path | None = None,
+    *,
+    data_root: str | Path | None = None,
+) -> dict[str, Any]:
+    """`data_root`: the local directory the data volume mirrors (default: the app config's
+    directory)."""
+    app_config = Path(app_config)
+    raw = yaml.safe_load(app_config.read_text()) or {}
+    cluster = ClusterConfig.model_validate(
+        (yaml.safe_load(Path(cluster_config).read_text()) or {}) if cluster_config else {}
+    )
+    config_dir = Path(os.path.abspath(app_config)).parent
+    root = Path(data_root) if data_root is not None else config_dir
+    return render_rayservice(raw, cluster, config_dir=config_dir, data_root=root)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (serveConfigV2) as literal blocks, readable in the manifest."""
+
+
+def _str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(manifest: dict[str, Any]) -> str:
+    header = (
+        "# Generated by `promptserve k8s render`; edit the app/cluster configs, not this file.\n"
+    )
+    return header + yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=100)

@@ -1,0 +1,228 @@
+"""deploy/: the RayService rendered from the app config, the kustomize tree, and every manifest
+against the schemas the cluster would apply (CRDs from ../shared/k8s-crds with unknown fields
+rejected, core kinds with kubernetes-validate --strict), without a cluster."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from promptserve.deploy.k8s import (
+    ClusterConfig,
+    RenderError,
+    Storage,
+    cluster_app_config,
+    dump,
+    render,
+)
+from promptserve.serving.config import AppConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+OVERLAYS = ("cpu-dev", "gpu-prod")
+CRDS = ROOT.parent / "shared" / "k8s-crds"
+
+
+def _strict(schema: dict) -> dict:
+    """A CRD's openAPIV3Schema as JSON Schema that rejects fields the CRD does not declare, as
+    the API server's structural pruning with `--validate=strict` does."""
+    s = copy.deepcopy(schema)
+
+    def walk(node: dict) -> None:
+        if node.pop("x-kubernetes-int-or-string", False):
+            node.pop("type", None)
+            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        preserve = node.pop("x-kubernetes-preserve-unknown-fields", False)
+        for key in [k for k in node if k.startswith("x-kubernetes-")]:
+            node.pop(key)
+        props = node.get("properties")
+        if props is not None:
+            for child in props.values():
+                walk(child)
+            if not preserve and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+        if isinstance(node.get("items"), dict):
+            walk(node["items"])
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"])
+        for key in ("allOf", "anyOf", "oneOf"):
+            for child in node.get(key, []):
+                walk(child)
+
+    walk(s)
+    return s
+
+
+def _crd_validator(kind: str):
+    jsonschema = pytest.importorskip("jsonschema")
+    if not CRDS.is_dir():
+        pytest.skip(f"CRD schemas not found at {CRDS}")
+    for path in CRDS.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["names"]["kind"] == kind:
+            version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
+            schema = _strict(version["schema"]["openAPIV3Schema"])
+            return jsonschema.Draft7Validator(schema)
+    raise AssertionError(f"no CRD for {kind} in {CRDS}")
+
+
+def _rendered(overlay: str) -> dict:
+    return render(
+        ROOT / "examples" / "config.yaml",
+        DEPLOY / "overlays" / overlay / "cluster.yaml",
+        data_root=ROOT,
+    )
+
+
+def _kustomized(overlay: str) -> list[dict]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_committed_rayservice_is_rendered_from_the_app_config(overlay):
+    """No drift: each overlay's RayService is what `promptserve k8s render` makes of
+    examples/config.yaml (regenerate with the command in the overlay's cluster.yaml)."""
+    committed = (DEPLOY / "overlays" / overlay / "rayservice.yaml").read_text()
+    assert committed == dump(_rendered(overlay))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_render_and_validate(overlay):
+    docs = _kustomized(overlay)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "PersistentVolumeClaim",
+            "ConfigMap",
+            "PodMonitor",
+            "PrometheusRule",
+            "RayService",
+        ]
+    )
+    kv = pytest.importorskip("kubernetes_validate")
+    for doc in docs:
+        if doc["apiVersion"] in ("v1", "apps/v1"):
+            kv.validate(doc, "1.33", strict=True)
+        else:
+            errors = sorted(_crd_validator(doc["kind"]).iter_errors(doc), key=str)
+            assert not errors, f"{doc['kind']}: " + "; ".join(
+                f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]
+            )
+    assert all(d["metadata"].get("namespace", "promptserve") == "promptserve" for d in docs)
+
+
+def test_the_crd_check_rejects_unknown_fields():
+    """The strict CRD validation used above can fail: a misspelt field is an error."""
+    doc = _rendered("gpu-prod")
+    doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplica"] = 3
+    errors = list(_crd_validator("RayService").iter_errors(doc))
+    assert any("maxReplica" in e.message for e in errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serve_config_is_accepted_by_ray_serve(overlay):
+    schema = pytest.importorskip("ray.serve.schema")
+    doc = _rendered(overlay)
+    serve_config = schema.ServeDeploySchema.model_validate(
+        yaml.safe_load(doc["spec"]["serveConfigV2"])
+    )
+    (app,) = serve_config.applications
+    assert app.import_path == "promptserve.serving.app:app_builder"
+    config = AppConfig.model_validate(app.args)  # the args are a valid app config
+    assert config.bundle.startswith("/data/") and config.prompts.store == "/data/prompts"
+    deployments = {d.name: d for d in app.deployments}
+    assert set(deployments) == set(config.deployment_options())
+    encoder = deployments["encoder"]
+    if overlay == "gpu-prod":
+        assert encoder.ray_actor_options.num_gpus == 1
+        assert encoder.autoscaling_config["max_replicas"] == 8
+        limits = doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"][
+            "containers"
+        ][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == 1
+    else:
+        assert encoder.ray_actor_options.num_gpus == 0
+
+
+def test_local_and_cluster_configs_agree():
+    """What `promptserve serve examples/config.yaml` runs and what the cluster runs differ only
+    in paths, HTTP binding and the overlay's declared overrides."""
+    local = load_config(ROOT / "examples" / "config.yaml").model_dump(mode="json")
+    app = yaml.safe_load(
+        yaml.safe_load(dump(_rendered("cpu-dev")).split("\n", 1)[1])["spec"]["serveConfigV2"]
+    )["applications"][0]["args"]
+    differ = {k for k in local if local[k] != app[k]}
+    assert differ - {"http"} == {"bundle", "prompts", "encoder"}  # http: already 0.0.0.0:8000 here
+    assert {k for k in local["encoder"] if local["encoder"][k] != app["encoder"][k]} == {
+        "autoscaling"
+    }
+
+
+def test_paths_map_onto_the_data_volume(tmp_path):
+    storage = Storage(mount_path="/mnt/data")
+    raw = {"bundle": "bundles/b", "prompts": {"preload": ["../x/artifacts", "s3://bucket/a"]}}
+    app = cluster_app_config(raw, storage, config_dir=tmp_path / "cfg", data_root=tmp_path)
+    assert app["bundle"] == "/mnt/data/cfg/bundles/b"
+    assert app["prompts"]["preload"] == ["/mnt/data/x/artifacts", "s3://bucket/a"]
+    assert app["prompts"]["store"] == "/mnt/data/prompts" and app["http"]["host"] == "0.0.0.0"
+    with pytest.raises(RenderError, match="data root"):
+        cluster_app_config(
+            {"bundle": "/elsewhere/b"}, storage, config_dir=tmp_path, data_root=tmp_path
+        )
+    url = cluster_app_config({"bundle": "gs://b/vit", "prompts": {"store": "s3://p"}}, storage,
+                             config_dir=tmp_path, data_root=tmp_path)  # fmt: skip
+    assert url["bundle"] == "gs://b/vit" and url["prompts"]["store"] == "s3://p"
+
+
+def test_cli_renders_to_a_directory(tmp_path):
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "promptserve.cli", "k8s", "render", str(ROOT / "examples" / "config.yaml"),
+         "--cluster", str(DEPLOY / "overlays" / "cpu-dev" / "cluster.yaml"), "--data-root", str(ROOT),
+         "-o", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "rayservice.yaml").read_text() == (
+        DEPLOY / "overlays" / "cpu-dev" / "rayservice.yaml"
+    ).read_text()
+    bad = subprocess.run(
+        [sys.executable, "-m", "promptserve.cli", "k8s", "render", str(ROOT / "examples" / "config.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "data root" in bad.stderr
+
+
+def test_cluster_config_rejects_unknown_settings():
+    with pytest.raises(ValueError, match="gpu"):
+        ClusterConfig.model_validate({"workers": {"gpu": 1}})
+
+
+def _metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\b(ray_[a-z0-9_]+)", text))
+
+
+def test_alerts_and_dashboard_use_known_metric_families():
+    """Names are cross-checked against a live server in tests/e2e/test_deploy_metrics.py; here
+    only that the two files reference metrics at all and parse."""
+    rules = yaml.safe_load((DEPLOY / "base" / "prometheusrule.yaml").read_text())
+    exprs = [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
+    dash = json.loads((DEPLOY / "base" / "grafana-dashboard.json").read_text())
+    targets = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 6 and len(targets) >= 15
+    assert _metric_names("\n".join(exprs)) and _metric_names("\n".join(targets))
