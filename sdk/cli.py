@@ -35,7 +35,56 @@ def _segment_specs(text: str) -> tuple:
     return tuple(specs)
 
 
+def cmd_export_triton(args: argparse.Namespace) -> int:
+    from promptserve.exporters.bundle import Bundle
+    from promptserve.exporters.triton import (
+        TritonOptions,
+        tensorrt_available,
+        write_model_repository,
+    )
+
+    if args.tensorrt and tensorrt_available() is None:
+        print(
+            "TensorRT is not available here: no `tensorrt` module, no `trtexec` on PATH, and "
+            "ONNX Runtime has no TensorrtExecutionProvider. No engine was built; install "
+            "TensorRT (or onnxruntime-gpu with TensorRT) on a GPU machine and rerun.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.tensorrt:
+        print(
+            "TensorRT engine building is not implemented yet; no engine was built.", file=sys.stderr
+        )
+        return 2
+    if args.bundle is None:
+        print(
+            "--format triton needs --bundle DIR (a bundle written by `promptserve export`)",
+            file=sys.stderr,
+        )
+        return 2
+    options = TritonOptions(
+        prefix=args.model_prefix, instance_kind=args.instance_kind, instances=args.instances,
+        max_batch_size=args.triton_max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
+        backend=args.triton_backend,
+    )  # fmt: skip
+    names = write_model_repository(Bundle(args.bundle), args.output, options)
+    for name, skipped in names.items():
+        status = (
+            f"left out ({skipped}; the triton engine runs it in-process)"
+            if skipped
+            else ("config.pbtxt checked against its graph")
+        )
+        print(f"{name:>40}: {status}")
+    print(f"Triton model repository written to {args.output}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "triton":
+        return cmd_export_triton(args)
+    if args.backbone is None:
+        print("--backbone is required (or --format triton --bundle DIR)", file=sys.stderr)
+        return 2
     from promptserve.exporters.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
     from promptserve.exporters.export import export_bundle
 
@@ -291,10 +340,35 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export a backbone to an ONNX bundle with a parity report")
     s.add_argument(
         "--backbone",
-        required=True,
         help=f"NAME:TAG, NAME@WEIGHTS, CONFIG.json@WEIGHTS or {DEMO_HINT}",
     )
-    s.add_argument("-o", "--output", required=True, type=Path, help="bundle directory")
+    s.add_argument(
+        "-o", "--output", required=True, type=Path, help="bundle (or repository) directory"
+    )
+    s.add_argument(
+        "--format",
+        choices=["bundle", "triton"],
+        default="bundle",
+        help="bundle: ONNX graphs + parity report; triton: a Triton model repository from --bundle",
+    )
+    t = s.add_argument_group("--format triton")
+    t.add_argument("--bundle", type=Path, help="the bundle to turn into a Triton repository")
+    t.add_argument("--model-prefix", default="promptserve", help="models are PREFIX_<graph>")
+    t.add_argument("--instance-kind", choices=["KIND_GPU", "KIND_CPU"], default="KIND_GPU")
+    t.add_argument("--instances", type=int, default=1, help="model instances per device")
+    t.add_argument("--triton-max-batch-size", type=int, default=64)
+    t.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batcher wait")
+    t.add_argument(
+        "--triton-backend",
+        choices=["onnxruntime", "python"],
+        default="onnxruntime",
+        help="python: model.py running the graph with ONNX Runtime (Triton without its ORT backend)",
+    )
+    t.add_argument(
+        "--tensorrt",
+        choices=["fp16", "fp32"],
+        help="also build TensorRT engines (exits non-zero where TensorRT is absent)",
+    )
     s.add_argument(
         "--tolerance", type=float, default=1e-4, help="max |onnx - torch| allowed (fp32: 1e-4)"
     )

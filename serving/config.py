@@ -25,7 +25,7 @@ class _Strict(BaseModel):
 
 
 class EngineConfig(EngineOptions):
-    name: Literal["onnxruntime", "torch"] = "onnxruntime"
+    name: Literal["onnxruntime", "torch", "triton"] = "onnxruntime"
 
 
 class HttpConfig(_Strict):

@@ -71,3 +71,15 @@ class Overloaded(ServeError):
 
     def __reduce__(self):
         return (Overloaded, (self.message,), {"headers": self.headers})
+
+
+class BackendUnavailable(ServeError):
+    """The inference server behind an engine (Triton) is down, missing a model, or too slow."""
+
+    status, type = 503, "backend_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 2):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+    def __reduce__(self):
+        return (BackendUnavailable, (self.message,), {"headers": self.headers})

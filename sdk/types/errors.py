@@ -16,6 +16,7 @@ ErrorType = Literal[
     "permission_denied",
     "payload_too_large",
     "overloaded",
+    "backend_unavailable",
     "internal_error",
 ]
 

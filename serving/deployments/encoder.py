@@ -29,7 +29,7 @@ from promptserve.exporters.methods.winclip import WinCLIPHead
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
 from promptserve.serving.engines.base import create_engine
-from promptserve.serving.errors import InvalidInput
+from promptserve.serving.errors import BackendUnavailable, InvalidInput
 from promptserve.serving.heads import HeadBank, score
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore
@@ -341,7 +341,12 @@ class EncoderDeployment:
             raise InvalidInput(str(exc), param="manifest") from None
         return features, artifact
 
-    def ready(self) -> bool:
+    async def ready(self) -> bool:
+        """Raises while the engine cannot serve (e.g. its Triton server is down), so the
+        gateway's /readyz answers 503."""
+        problems = await asyncio.to_thread(getattr(self.engine, "problems", list))
+        if problems:
+            raise BackendUnavailable("; ".join(problems))
         return True
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from promptserve.exporters.bundle import Bundle, BundleError
 from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
 from promptserve.exporters.text import TextTower
+
+
+class TritonClientOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field("127.0.0.1:8001", description="gRPC host:port, or HTTP host:port.")
+    protocol: Literal["grpc", "http"] = "grpc"
+    model_prefix: str = Field("promptserve", description="As exported: <prefix>_<graph>.")
+    timeout_s: float = Field(30.0, gt=0, description="Per inference call.")
+    retries: int = Field(2, ge=0, description="Retries of a failed call (connection errors).")
+    check_models_at_start: bool = Field(True, description="Fail replica start if not ready.")
 
 
 class EngineOptions(BaseModel):
@@ -30,6 +41,9 @@ class EngineOptions(BaseModel):
         description="Let ONNX Runtime threads spin between ops (faster alone, worse when sharing CPUs).",
     )
     text_chunk_size: int = Field(256, ge=1, description="Sequences per text-graph call.")
+    triton: TritonClientOptions | None = Field(
+        None, description="For the triton engine: where the server is and how to call it."
+    )
 
 
 class Engine(ABC):
@@ -142,6 +156,7 @@ class Engine(ABC):
 ENGINES: dict[str, str] = {
     "onnxruntime": "promptserve.serving.engines.onnx:OnnxRuntimeEngine",
     "torch": "promptserve.serving.engines.torch:TorchEngine",
+    "triton": "promptserve.serving.engines.triton:TritonEngine",
 }
 
 

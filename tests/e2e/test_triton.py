@@ -1,0 +1,128 @@
+"""The `triton` engine against a real Triton server on loopback (tests/triton_server.py): the
+same outputs as the onnxruntime engine on every graph kind, served through Ray Serve, and the
+documented errors (server down, model missing, timeout) while other apps keep serving."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import make_image, serve_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from triton_server import start_triton, triton_home
+
+from promptserve import Client, ServerOverloaded
+from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch
+from promptserve.exporters.triton import TritonOptions, write_model_repository
+from promptserve.serving.engines.base import EngineOptions, TritonClientOptions, create_engine
+from promptserve.serving.errors import BackendUnavailable
+
+pytestmark = pytest.mark.skipif(
+    triton_home() is None, reason="no tritonserver: PROMPTSERVE_TRITON_HOME unset (.ci/run sets it)"
+)
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_bundle, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("triton-repo")
+    options = TritonOptions(backend="python", instance_kind="KIND_CPU", max_queue_delay_us=500)
+    write_model_repository(tiny_bundle, repo, options)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def triton(repository, tmp_path_factory):
+    server = start_triton(repository, tmp_path_factory.mktemp("triton"))
+    yield server
+    server.stop()
+
+
+def _engine(bundle, url: str, **triton):
+    options = EngineOptions(triton=TritonClientOptions(url=url, **triton))
+    return create_engine("triton", bundle, options)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_engine_matches_onnxruntime(triton, tiny_bundle, protocol):
+    url = triton.grpc_url if protocol == "grpc" else triton.http_url
+    remote = _engine(tiny_bundle, url, protocol=protocol)
+    local = create_engine("onnxruntime", tiny_bundle)
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((3, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_allclose(remote.encode_image(pixels), local.encode_image(pixels), atol=1e-5)
+    texts = ["a photo of a cat.", "a diagram"]
+    np.testing.assert_allclose(
+        remote.text_tower.encode_texts(texts), local.text_tower.encode_texts(texts), atol=1e-5
+    )
+    slots = tiny_bundle.manifest.deep_prompts
+    prompts = DeepPrompts(rng.standard_normal((2, 3, slots.vision_width)).astype(np.float32))
+    batch = VisualPromptBatch.stack(
+        [prompts, None, prompts], layers=slots.vision_layers, width=slots.vision_width
+    )
+    np.testing.assert_allclose(
+        remote.encode_image(pixels, batch), local.encode_image(pixels, batch), atol=1e-5
+    )
+    # the prompted text graph (unbatched in Triton: its deep prompts are per call)
+    width = tiny_bundle.manifest.text_width
+    deep = DeepPrompts(rng.standard_normal((2, 4, width)).astype(np.float32))
+    ids = local.text_tower.tokenizer(["X X X X cat.", "X X X X dog."])
+    emb, eot = local.text_tower.embed_tokens(ids), ids.argmax(-1)
+    np.testing.assert_allclose(
+        remote.text_tower.encode(emb, eot, deep), local.text_tower.encode(emb, eot, deep), atol=1e-5
+    )
+    for graph in ("anomaly", "segment_sclip"):
+        for got, want in zip(
+            remote.encode_dense(graph, pixels), local.encode_dense(graph, pixels), strict=True
+        ):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_clear_errors_when_triton_cannot_serve(triton, tiny_bundle):
+    with pytest.raises(BackendUnavailable, match="unreachable"):
+        _engine(tiny_bundle, "127.0.0.1:9")  # nothing listens there
+    with pytest.raises(BackendUnavailable, match="no ready model"):
+        _engine(tiny_bundle, triton.grpc_url, model_prefix="other")
+    slow = _engine(tiny_bundle, triton.grpc_url, timeout_s=1e-4, retries=0)
+    with pytest.raises(BackendUnavailable, match="promptserve_vision"):
+        slow.encode_image(np.zeros((1, 3, 224, 224), np.float32))
+
+
+def test_served_through_ray_serve_and_down_server(
+    ray_cluster, server, tiny_bundle, repository, tmp_path
+):
+    """An app on the triton engine answers as the onnxruntime app does; when its Triton goes
+    away it answers 503 backend_unavailable and /readyz fails, while the other app serves."""
+    from ray import serve
+
+    from promptserve.serving.app import build_app
+
+    own = start_triton(repository, tmp_path / "own")  # this test stops it
+    cfg = serve_config(
+        tiny_bundle.dir, tmp_path / "store", name="triton-app", route_prefix="/triton",
+        topology="fused", engine={"name": "triton", "triton": {"url": own.grpc_url}},
+        encoder={"num_cpus": 0.25}, gateway={"num_cpus": 0.0},
+    )  # fmt: skip
+    serve.run(build_app(cfg), name="triton-app", route_prefix="/triton", blocking=False)
+    base = ray_cluster["base_url"]
+    try:
+        images = [make_image(61), make_image(62)]
+        with Client(f"{base}/triton") as c, Client(base) as reference:
+            got = c.classify(images, labels=["cat", "dog"], return_logits=True)
+            want = reference.classify(images, labels=["cat", "dog"], return_logits=True)
+        for g, w in zip(got.results, want.results, strict=True):
+            np.testing.assert_allclose(g.logits, w.logits, atol=1e-4)
+        assert httpx.get(f"{base}/triton/readyz", timeout=30).status_code == 200
+        own.stop()
+        with Client(f"{base}/triton", max_retries=0) as c, pytest.raises(ServerOverloaded) as err:
+            c.classify(make_image(63), labels=["cat"])
+        assert err.value.status_code == 503 and "Triton" in str(err.value)
+        assert httpx.get(f"{base}/triton/readyz", timeout=30).status_code == 503
+        with Client(base) as other:  # the onnxruntime app keeps serving
+            assert other.classify(make_image(64), labels=["cat"]).results[0].top
+    finally:
+        own.stop()
+        serve.delete("triton-app")
