@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         ort_cfg = fused_config(bundle_dir, workdir, args, name="ort", route_prefix="/ort")
-        with served_app(ort_cfg, workdir) as url:
+        with served_app(ort_cfg, workdir, num_cpus=4) as url:  # two apps of 1.5 logical CPUs
             base = url.rsplit("/ort", 1)[0]
             triton_cfg = fused_config(
                 bundle_dir, workdir, args, name="triton", route_prefix="/triton",
