@@ -61,6 +61,23 @@ class WorkerGroup(_Strict):
     )
 
 
+class TritonSidecar(_Strict):
+    """Run the encoders' graphs on a Triton server beside Ray in every worker pod: the pod's
+    GPUs go to Triton, the app's encoder switches to the `triton` engine on loopback."""
+
+    image: str = "nvcr.io/nvidia/tritonserver:25.08-py3"
+    repository: str | None = Field(
+        None,
+        description="Model repository (`promptserve export --format triton`): a path on the "
+        "data volume or an object-store URL; default <mount_path>/triton-repo.",
+    )
+    http_port: int = 8100  # Serve's proxy has 8000 in the same pod
+    grpc_port: int = 8101
+    metrics_port: int = 8102  # nv_inference_* (scraped as `triton-metrics`)
+    cpu: str = "4"
+    memory: str = "16Gi"
+
+
 class Storage(_Strict):
     """Where bundles and artifacts live in the cluster: a PVC mounted on every pod (local paths
     of the app config are taken relative to it); object-store URLs need no volume."""
@@ -93,6 +110,7 @@ class ClusterConfig(_Strict):
     )
     upgrade: Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"] = "NewCluster"
     env: dict[str, str] = Field(default_factory=dict)
+    triton: TritonSidecar | None = Field(None, description="A Triton sidecar in worker pods.")
     app_overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Merged into the app config for this cluster only: the hardware "
@@ -213,10 +231,51 @@ def _container(
     return container
 
 
+def _triton_container(cluster: ClusterConfig, gpus: int) -> dict[str, Any]:
+    t = cluster.triton
+    assert t is not None
+    repo = t.repository or f"{cluster.storage.mount_path}/triton-repo"
+    limits: dict[str, Any] = {"cpu": t.cpu, "memory": t.memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = gpus
+    container: dict[str, Any] = {
+        "name": "triton",
+        "image": t.image,
+        "imagePullPolicy": cluster.image_pull_policy,
+        "args": [
+            "tritonserver",
+            f"--model-repository={repo}",
+            f"--http-port={t.http_port}",
+            f"--grpc-port={t.grpc_port}",
+            f"--metrics-port={t.metrics_port}",
+        ],
+        "ports": [
+            {"containerPort": t.http_port, "name": "triton-http"},
+            {"containerPort": t.grpc_port, "name": "triton-grpc"},
+            {"containerPort": t.metrics_port, "name": "triton-metrics"},
+        ],
+        "resources": {"requests": dict(limits), "limits": limits},
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": t.http_port},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if cluster.storage.pvc:
+        container["volumeMounts"] = [{"name": "data", "mountPath": cluster.storage.mount_path}]
+    return container
+
+
 def _pod(cluster: ClusterConfig, container: dict[str, Any], selector: dict[str, str],
-         tolerations: list[Toleration]) -> dict[str, Any]:  # fmt: skip
+         tolerations: list[Toleration], sidecars: list[dict[str, Any]] = ()) -> dict[str, Any]:  # fmt: skip
     spec: dict[str, Any] = {
-        "containers": [container],
+        "containers": [container, *sidecars],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
     }
     if selector:
@@ -237,14 +296,24 @@ def render_rayservice(
 ) -> dict[str, Any]:
     """The RayService manifest (ray.io/v1) for an app config (as read from YAML, unresolved)
     and the cluster settings."""
+    overrides = cluster.app_overrides
+    if cluster.triton is not None:  # the encoders call the sidecar; its container has the GPUs
+        triton = {"url": f"127.0.0.1:{cluster.triton.grpc_port}", "protocol": "grpc"}
+        overrides = _merge(
+            overrides, {"engine": {"name": "triton", "triton": triton}, "encoder": {"num_gpus": 0}}
+        )
     app = cluster_app_config(
-        _merge(raw_app, cluster.app_overrides),
+        _merge(raw_app, overrides),
         cluster.storage,
         config_dir=config_dir,
         data_root=data_root,
     )
     w = cluster.workers
     ready = app["route_prefix"].rstrip("/") + "/readyz"
+    worker_resources, sidecars = w.resources, []
+    if cluster.triton is not None:
+        sidecars = [_triton_container(cluster, w.resources.gpus)]
+        worker_resources = w.resources.model_copy(update={"gpus": 0})
     worker_params: dict[str, Any] = {"metrics-export-port": str(METRICS_PORT)}
     if w.ray_resources:
         worker_params["resources"] = yaml.safe_dump(
@@ -292,9 +361,10 @@ def render_rayservice(
                         "rayStartParams": worker_params,
                         "template": _pod(
                             cluster,
-                            _container(cluster, w.resources, head=False, ready_path=ready),
+                            _container(cluster, worker_resources, head=False, ready_path=ready),
                             w.node_selector,
                             w.tolerations,
+                            sidecars,
                         ),
                     }
                 ],

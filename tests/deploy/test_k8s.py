@@ -26,7 +26,7 @@ from promptserve.serving.config import AppConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("cpu-dev", "gpu-prod")
+OVERLAYS = ("cpu-dev", "gpu-prod", "gpu-triton")
 CRDS = ROOT.parent / "shared" / "k8s-crds"
 
 
@@ -154,6 +154,15 @@ def test_serve_config_is_accepted_by_ray_serve(overlay):
             "containers"
         ][0]["resources"]["limits"]
         assert limits["nvidia.com/gpu"] == 1
+    elif overlay == "gpu-triton":  # the Triton sidecar has the GPU; the encoder calls it
+        assert encoder.ray_actor_options.num_gpus == 0
+        assert config.engine.name == "triton" and config.engine.triton.url == "127.0.0.1:8101"
+        pod = doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+        ray_c, triton_c = pod["containers"]
+        assert "nvidia.com/gpu" not in ray_c["resources"]["limits"]
+        assert triton_c["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert "--model-repository=/data/triton-repo" in triton_c["args"]
+        assert {p["name"] for p in triton_c["ports"]} >= {"triton-grpc", "triton-metrics"}
     else:
         assert encoder.ray_actor_options.num_gpus == 0
 
