@@ -73,6 +73,21 @@ def make_image(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG")
     return buf.getvalue()
 
 
+def assert_served_maps(images, results, head, encode, preprocess) -> None:
+    """Served anomaly results equal the same computation without the server: squash-resize to
+    224, normalise, the dense graph (`encode`), the head, the map resized back to the image."""
+    from promptserve.exporters.maps import resize_bilinear
+
+    for img_bytes, result in zip(images, results, strict=True):
+        img = Image.open(io.BytesIO(img_bytes)).convert("RGB")
+        crop = np.asarray(img.resize((224, 224), Image.BICUBIC), np.float32) / 255.0
+        pixels = ((crop - preprocess.mean) / preprocess.std).transpose(2, 0, 1)[None]
+        scores, dense = head.outputs(*encode(pixels.astype(np.float32)))
+        want = resize_bilinear(dense[0], (img.height, img.width))
+        np.testing.assert_allclose(result.score, scores[0], atol=1e-4)
+        np.testing.assert_allclose(result.anomaly_map(), want, atol=2e-3)  # float16 on the wire
+
+
 @pytest.fixture(scope="session")
 def images() -> list[bytes]:
     return [make_image(i, size=(320 + 16 * i, 240 + 8 * (i % 3))) for i in range(6)]

@@ -4,7 +4,6 @@ to the engine-level computation; wrong prompts and bad input get clear 4xx answe
 
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import ANOMALY_TAPS, make_image
+from conftest import ANOMALY_TAPS, assert_served_maps, make_image
 from PIL import Image
 
 from promptserve import Client, InvalidInput, PromptNotFound, overlay
 from promptserve.exporters.artifacts import PromptArtifact
 from promptserve.exporters.importers.anomalyclip import import_anomalyclip
 from promptserve.exporters.importers.templates import build_templates
-from promptserve.exporters.maps import resize_bilinear
 from promptserve.exporters.methods import get_method
 from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams
 
@@ -62,15 +60,9 @@ def test_maps_come_back_at_each_images_size_and_match_the_engine(
     head = method.make_head(
         anomaly_prompt, method.class_features(anomaly_prompt, engine.text_tower), engine.text_tower
     )
-    pre = tiny_bundle.manifest.preprocess
-    for img_bytes, result in zip(images, out.results, strict=True):
-        img = Image.open(io.BytesIO(img_bytes)).convert("RGB")
-        crop = np.asarray(img.resize((224, 224), Image.BICUBIC), np.float32) / 255.0
-        pixels = ((crop - pre.mean) / pre.std).transpose(2, 0, 1)[None].astype(np.float32)
-        scores, dense = head.outputs(*engine.encode_anomaly(pixels))
-        want = resize_bilinear(dense[0], (img.height, img.width))
-        np.testing.assert_allclose(result.score, scores[0], atol=1e-4)
-        np.testing.assert_allclose(result.anomaly_map(), want, atol=2e-3)  # float16 on the wire
+    assert_served_maps(
+        images, out.results, head, engine.encode_anomaly, tiny_bundle.manifest.preprocess
+    )
 
 
 def test_overlay_draws_the_map_over_the_image(server, anomaly_prompt):

@@ -4,17 +4,13 @@ window batch; neither or both of prompt_id and object_name get a clear 400."""
 
 from __future__ import annotations
 
-import io
-
 import httpx
 import numpy as np
 import pytest
-from conftest import WINCLIP_SCALES, make_image
-from PIL import Image
+from conftest import WINCLIP_SCALES, assert_served_maps, make_image
 from ray import serve
 
 from promptserve import Client, InvalidInput
-from promptserve.exporters.maps import resize_bilinear
 from promptserve.exporters.methods.winclip import WinCLIPHead
 from promptserve.serving.deployments.encoder import AnomalyCall
 from promptserve.serving.inputs import decode_resized
@@ -38,15 +34,9 @@ def test_winclip_maps_match_the_engine_computation(server, tiny_bundle):
     spec = tiny_bundle.manifest.winclip
     assert spec.scales == WINCLIP_SCALES
     head = WinCLIPHead.build(engine.text_tower, "bottle", spec=spec, image_size=224)
-    pre = tiny_bundle.manifest.preprocess
-    for img_bytes, result in zip(images, out.results, strict=True):
-        img = Image.open(io.BytesIO(img_bytes)).convert("RGB")
-        crop = np.asarray(img.resize((224, 224), Image.BICUBIC), np.float32) / 255.0
-        pixels = ((crop - pre.mean) / pre.std).transpose(2, 0, 1)[None].astype(np.float32)
-        scores, dense = head.outputs(*engine.encode_windows(pixels))
-        want = resize_bilinear(dense[0], (img.height, img.width))
-        np.testing.assert_allclose(result.score, scores[0], atol=1e-4)
-        np.testing.assert_allclose(result.anomaly_map(), want, atol=2e-3)  # float16 on the wire
+    assert_served_maps(
+        images, out.results, head, engine.encode_windows, tiny_bundle.manifest.preprocess
+    )
 
 
 def test_object_name_changes_the_scores(server):
