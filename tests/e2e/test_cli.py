@@ -210,6 +210,10 @@ def test_demo_once_exits_zero(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert "prompt demo-coop:" in out.stdout and "RANDOM weights" in out.stdout
     assert "prompt demo-maple:" in out.stdout
+    # the anomaly heat-map and the segmentation overlay the demo promises, written as PNGs
+    assert "WinCLIP on circle.png" in out.stdout and "SCLIP on circle.png" in out.stdout
+    for picture in ("anomaly-circle.png", "segment-circle.png"):
+        assert (tmp_path / picture).stat().st_size > 0
 
 
 def test_serve_preloads_and_stops_cleanly_on_ctrl_c(tiny_bundle, tiny_spec, tmp_path):
