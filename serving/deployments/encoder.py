@@ -134,6 +134,11 @@ class EncoderDeployment:
             }
         )
 
+    def __del__(self) -> None:  # Serve calls it when the replica shuts down
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch settings come from config and can change without a restart (Serve user_config)."""
         for batcher in (self._batched, *self._dense_batched.values()):

@@ -26,6 +26,19 @@ class TritonClientOptions(BaseModel):
     timeout_s: float = Field(30.0, gt=0, description="Per inference call.")
     retries: int = Field(2, ge=0, description="Retries of a failed call (connection errors).")
     check_models_at_start: bool = Field(True, description="Fail replica start if not ready.")
+    connections: int | None = Field(
+        None,
+        ge=1,
+        description="TCP connections to the server: gRPC channels used round-robin (each "
+        "multiplexes concurrent calls; default 1), or the HTTP pool's limit (default 16).",
+    )
+    shared_memory: Literal["none", "system", "cuda"] = Field(
+        "none",
+        description="Tensors through shared memory instead of the socket, for a co-located "
+        "server: system (POSIX /dev/shm, shared with the server) or cuda (CUDA IPC, on "
+        "`cuda_device`; needs cuda-python).",
+    )
+    cuda_device: int = Field(0, ge=0, description="GPU of the cuda shared-memory regions.")
 
 
 class EngineOptions(BaseModel):
@@ -59,6 +72,10 @@ class Engine(ABC):
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one of the bundle's graphs (`bundle.json: graphs`) on its named inputs; the
         outputs in the graph's order. The encode methods below are built on it."""
+
+    def close(self) -> None:
+        """Release what the runtime holds outside this process (connections, registered
+        shared memory); in-process runtimes hold nothing."""
 
     def encode_image(
         self, pixel_values: np.ndarray, prompts: VisualPromptBatch | None = None

@@ -1,8 +1,21 @@
 """Triton engine: the bundle's graphs run on an NVIDIA Triton server (a model repository written
-by `promptserve export --format triton`), over gRPC (default) or HTTP with tritonclient. Triton
-executes the frozen encoders with its own dynamic batcher; promptserve keeps routing, prompts,
-heads and the API, and still reads the bundle locally for the tokenizer, token embeddings and
-graph specs.
+by `promptserve export --format triton`), over gRPC (default) or HTTP with tritonclient's
+asyncio clients. Triton executes the frozen encoders with its own dynamic batcher; promptserve
+keeps routing, prompts, heads and the API, and still reads the bundle locally for the
+tokenizer, token embeddings and graph specs.
+
+`Engine.run` is synchronous because the encode methods built on it run in worker threads next
+to CPU work (preprocessing, heads). The engine therefore owns one event loop on a daemon thread
+holding the asyncio clients, and every worker thread's call is a coroutine on it. All threads
+share one connection pool (`connections`: gRPC channels used round-robin, each multiplexing any
+number of calls over HTTP/2; or aiohttp's pool for HTTP), and no thread holds a connection
+while it waits.
+
+With `shared_memory: system | cuda` (a co-located server), tensors go through regions
+registered with the server instead of the socket: one region per tensor, in slots of one
+in-flight call each, reused across calls and re-registered larger when a batch outgrows them.
+Outputs whose shapes follow from the inputs' (every dim static or bound by an input's named
+axis) are written by Triton into regions too; others come back over the socket.
 
 Errors surface as `BackendUnavailable` (HTTP 503 + Retry-After) naming the server and the model:
 server down or not ready, model missing or not ready, timeout. A replica's `ready()` reports the
@@ -11,8 +24,14 @@ server's and every model's readiness, so `/readyz` fails while Triton is unavail
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import os
 import threading
-from typing import Any, ClassVar
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -23,6 +42,47 @@ from promptserve.serving.errors import BackendUnavailable
 
 _DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64",
            np.dtype(np.int32): "INT32"}  # fmt: skip
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+               "tensor(int64)": np.int64, "tensor(int32)": np.int32}  # fmt: skip
+T = TypeVar("T")
+_PROBE_TIMEOUT_S = 10.0  # readiness probes; `timeout_s` bounds inference calls
+
+
+@dataclass(frozen=True)
+class _Signature:
+    """A graph's tensors as ONNX Runtime reports them: dims are ints or named axes."""
+
+    inputs: dict[str, tuple[int | str | None, ...]]
+    outputs: dict[str, tuple[np.dtype | None, tuple[int | str | None, ...]]]
+    local: bool  # left out of the Triton repository: run in-process
+
+
+class _LoopThread:
+    """An asyncio loop on a daemon thread; `call` runs a coroutine on it from any thread. One
+    per process (`_io_loop`), shared by every TritonEngine: grpc.aio delivers completions to
+    the loop it first ran on, so clients on a second loop would wait forever."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="promptserve-triton", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+_loop_lock = threading.Lock()
+_loop: _LoopThread | None = None
+
+
+def _io_loop() -> _LoopThread:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = _LoopThread()
+        return _loop
 
 
 class TritonEngine(Engine):
@@ -30,29 +90,37 @@ class TritonEngine(Engine):
 
     def __init__(self, bundle: Bundle, options: EngineOptions | None = None) -> None:
         super().__init__(bundle, options)
-        self.triton = self.options.triton or TritonClientOptions()
-        module = "tritonclient.grpc" if self.triton.protocol == "grpc" else "tritonclient.http"
-        self._client_module = require(module)
-        self._local = threading.local()  # one client (one connection pool) per thread
-        self.local_graphs = _local_graphs(bundle)
+        self.triton = t = self.options.triton or TritonClientOptions()
+        module = "tritonclient.grpc" if t.protocol == "grpc" else "tritonclient.http"
+        self._tc = require(module)  # InferInput / InferRequestedOutput, shared by the aio clients
+        self._aio = require(f"{module}.aio")
+        self._signatures = _signatures(bundle)
+        self.local_graphs = frozenset(g for g, s in self._signatures.items() if s.local)
         self._in_process: Engine | None = None
-        if self.triton.check_models_at_start:
+        self._loop = _io_loop()
+        self._closed = False
+        self._clients = self._loop.call(self._connect(), timeout=t.timeout_s + 10)
+        self._round_robin = itertools.count()
+        self._shm = _SharedMemory(self) if t.shared_memory != "none" else None
+        if t.check_models_at_start:
             problems = self.problems()
             if problems:
+                self.close()
                 raise BackendUnavailable("; ".join(problems))
 
-    def _client(self) -> Any:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            if self.triton.protocol == "http":
-                t = self.triton.timeout_s
-                client = self._client_module.InferenceServerClient(
-                    self.triton.url, connection_timeout=t, network_timeout=t
+    async def _connect(self) -> list[Any]:
+        t = self.triton
+        if t.protocol == "http":
+            # one aiohttp pool; its total timeout bounds every call
+            return [
+                self._aio.InferenceServerClient(
+                    t.url, conn_limit=t.connections or 16, conn_timeout=t.timeout_s
                 )
-            else:
-                client = self._client_module.InferenceServerClient(self.triton.url)
-            self._local.client = client
-        return client
+            ]
+        return [self._aio.InferenceServerClient(t.url) for _ in range(t.connections or 1)]
+
+    def _client(self) -> Any:
+        return self._clients[next(self._round_robin) % len(self._clients)]
 
     def model(self, graph: str) -> str:
         return f"{self.triton.model_prefix}_{graph}"
@@ -60,22 +128,25 @@ class TritonEngine(Engine):
     def problems(self) -> list[str]:
         """What keeps this engine from serving: an unreachable or unready server, missing or
         unready models (empty when ready)."""
-        url = self.triton.url
+        return self._loop.call(self._problems(), timeout=self.triton.timeout_s + 10)
+
+    async def _problems(self) -> list[str]:
+        url, client = self.triton.url, self._clients[0]
         try:
-            if not self._client().is_server_ready():
+            if not await asyncio.wait_for(client.is_server_ready(), _PROBE_TIMEOUT_S):
                 return [f"Triton at {url} is not ready"]
         except Exception as exc:  # noqa: BLE001 -- any transport failure means unreachable
             return [f"Triton at {url} is unreachable ({type(exc).__name__}: {exc})"]
-        missing = []
-        for graph in self.bundle.manifest.graphs:
-            if graph in self.local_graphs:
-                continue
+
+        async def model_ready(model: str) -> bool:
             try:
-                ready = self._client().is_model_ready(self.model(graph))
+                return await asyncio.wait_for(client.is_model_ready(model), _PROBE_TIMEOUT_S)
             except Exception:  # noqa: BLE001
-                ready = False
-            if not ready:
-                missing.append(self.model(graph))
+                return False
+
+        models = [self.model(g) for g in self.bundle.manifest.graphs if g not in self.local_graphs]
+        ready = await asyncio.gather(*map(model_ready, models))
+        missing = [m for m, ok in zip(models, ready, strict=True) if not ok]
         if missing:
             return [
                 f"Triton at {url} has no ready model {missing}; load the repository written by "
@@ -93,40 +164,217 @@ class TritonEngine(Engine):
 
                 self._in_process = OnnxRuntimeEngine(self.bundle, self.options)
             return self._in_process.run(graph, feeds)
-        tc = self._client_module
-        info = self.bundle.manifest.graphs[graph]
-        inputs = []
-        for name in info.inputs:
+        signature = self._signatures[graph]
+        values = {}
+        for name in signature.inputs:
             value = np.ascontiguousarray(feeds[name])
             if value.ndim <= 1:  # per-row scalars: dims [1] + reshape [] (exporters/triton.py)
-                value = value.reshape(*value.shape, 1)  # scalars: dims [1] + reshape []
-            tensor = tc.InferInput(name, list(value.shape), _DTYPES[value.dtype])
+                value = value.reshape(*value.shape, 1)
+            values[name] = value
+        slot = self._shm.acquire(graph) if self._shm else None
+        try:
+            inputs = [self._input(name, value, slot) for name, value in values.items()]
+            outputs, reads = [], []
+            for name in signature.outputs:
+                output, read = self._output(signature, name, feeds, slot)
+                outputs.append(output)
+                reads.append(read)
+            t = self.triton
+            result = self._loop.call(
+                self._infer(graph, inputs, outputs), timeout=(t.timeout_s + 1) * (t.retries + 1)
+            )
+            return [read(result) for read in reads]
+        finally:
+            if slot is not None:
+                self._shm.release(graph, slot)
+
+    def _input(self, name: str, value: np.ndarray, slot: dict | None) -> Any:
+        tensor = self._tc.InferInput(name, list(value.shape), _DTYPES[value.dtype])
+        if slot is None:
             tensor.set_data_from_numpy(value)
-            inputs.append(tensor)
-        outputs = [tc.InferRequestedOutput(name) for name in info.outputs]
-        last: Exception | None = None
-        for _ in range(self.triton.retries + 1):
+        else:
+            region = self._shm.write(slot, name, value)
+            tensor.set_shared_memory(region.name, value.nbytes)
+        return tensor
+
+    def _output(
+        self, signature: _Signature, name: str, feeds: dict[str, np.ndarray], slot: dict | None
+    ) -> tuple[Any, Callable[[Any], np.ndarray]]:
+        output = self._tc.InferRequestedOutput(name)
+        dtype, dims = signature.outputs[name]
+        shape = _output_shape(signature, dims, feeds) if slot is not None else None
+        if shape is None or dtype is None:
+            return output, lambda result: result.as_numpy(name)
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        region = self._shm.reserve(slot, name, nbytes)
+        output.set_shared_memory(region.name, nbytes)
+        return output, lambda _: self._shm.read(region, dtype, shape)
+
+    async def _infer(self, graph: str, inputs: list[Any], outputs: list[Any]) -> Any:
+        t, model = self.triton, self.model(graph)
+        extra = {"client_timeout": t.timeout_s} if t.protocol == "grpc" else {}
+        last: BaseException | None = None
+        for _ in range(t.retries + 1):
             try:
-                timeout = (
-                    {"client_timeout": self.triton.timeout_s}
-                    if self.triton.protocol == "grpc"
-                    else {}
-                )
-                result = self._client().infer(self.model(graph), inputs, outputs=outputs, **timeout)
-                return [result.as_numpy(name) for name in info.outputs]
+                call = self._client().infer(model, inputs, outputs=outputs, **extra)
+                return await asyncio.wait_for(call, t.timeout_s)
+            except asyncio.TimeoutError as exc:
+                last = exc
+                break  # a timeout is not retried: the server is busy, let the client back off
             except Exception as exc:  # noqa: BLE001 -- tritonclient raises its own types
                 last = exc
                 if "deadline" in str(exc).lower() or "timed out" in str(exc).lower():
-                    break  # a timeout is not retried: the server is busy, let the client back off
+                    break
+        reason = "timed out" if isinstance(last, asyncio.TimeoutError) else f"{last}"
         raise BackendUnavailable(
-            f"Triton at {self.triton.url} failed model {self.model(graph)}: "
-            f"{type(last).__name__}: {last}"
+            f"Triton at {t.url} failed model {model}: {type(last).__name__}: {reason}"
         )
 
+    def close(self) -> None:
+        """Unregister shared-memory regions and close the clients (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._shm is not None:
+            self._shm.close()
+        self._loop.call(_close_all(self._clients), timeout=10)
 
-def _local_graphs(bundle: Bundle) -> frozenset[str]:
-    """Graphs the Triton repository leaves out (`exporters/triton.py::unsupported`), read from
-    the graphs' signatures with ONNX Runtime (no onnx package in serving images)."""
+
+async def _close_all(clients: list[Any]) -> None:
+    for client in clients:
+        await client.close()
+
+
+@dataclass
+class _Region:
+    name: str
+    handle: Any
+    size: int
+
+
+class _SharedMemory:
+    """Shared-memory regions registered with the engine's server, one per tensor, in slots of
+    one in-flight call each. Slots are reused; a region a batch outgrows is unregistered and
+    replaced by one twice as large (or as large as needed)."""
+
+    def __init__(self, engine: TritonEngine) -> None:
+        self.engine = engine
+        self.kind = engine.triton.shared_memory
+        self.device = engine.triton.cuda_device
+        if self.kind == "cuda":
+            self._module = require("tritonclient.utils.cuda_shared_memory")
+        else:
+            self._module = require("tritonclient.utils.shared_memory")
+        self._free: dict[str, list[dict[str, _Region]]] = defaultdict(list)
+        self._all: set[str] = set()
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._prefix = f"promptserve_{os.getpid()}_{id(engine):x}"
+
+    def acquire(self, graph: str) -> dict[str, _Region]:
+        with self._lock:
+            return self._free[graph].pop() if self._free[graph] else {}
+
+    def release(self, graph: str, slot: dict[str, _Region]) -> None:
+        with self._lock:
+            self._free[graph].append(slot)
+
+    def reserve(self, slot: dict[str, _Region], tensor: str, nbytes: int) -> _Region:
+        region = slot.get(tensor)
+        if region is not None and region.size >= nbytes:
+            return region
+        size = max(nbytes, 2 * region.size if region else 0, 1)
+        if region is not None:
+            self._destroy(region)
+        slot[tensor] = region = self._create(size)
+        return region
+
+    def write(self, slot: dict[str, _Region], tensor: str, value: np.ndarray) -> _Region:
+        region = self.reserve(slot, tensor, value.nbytes)
+        self._module.set_shared_memory_region(region.handle, [value])
+        return region
+
+    def read(self, region: _Region, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        # a copy: the region is reused by the next call once this one's slot is released
+        return np.array(self._module.get_contents_as_numpy(region.handle, dtype, shape))
+
+    def _create(self, size: int) -> _Region:
+        name = f"{self._prefix}_{next(self._ids)}"
+        client, timeout = self.engine._clients[0], self.engine.triton.timeout_s
+        if self.kind == "cuda":
+            handle = self._module.create_shared_memory_region(name, size, self.device)
+            raw = self._module.get_raw_handle(handle)
+            register = client.register_cuda_shared_memory(name, raw, self.device, size)
+        else:
+            handle = self._module.create_shared_memory_region(name, f"/{name}", size)
+            register = client.register_system_shared_memory(name, f"/{name}", size)
+        try:
+            self.engine._loop.call(register, timeout)
+        except Exception as exc:
+            self._module.destroy_shared_memory_region(handle)
+            raise BackendUnavailable(
+                f"Triton at {self.engine.triton.url} could not register {self.kind} shared "
+                f"memory ({exc}); shared_memory needs the server on this host (sharing /dev/shm, "
+                "or the GPU for cuda)"
+            ) from None
+        with self._lock:
+            self._all.add(name)
+        return _Region(name, handle, size)
+
+    def _destroy(self, region: _Region) -> None:
+        client = self.engine._clients[0]
+        unregister = (
+            client.unregister_cuda_shared_memory(region.name)
+            if self.kind == "cuda"
+            else client.unregister_system_shared_memory(region.name)
+        )
+        try:
+            self.engine._loop.call(unregister, self.engine.triton.timeout_s)
+        finally:
+            self._module.destroy_shared_memory_region(region.handle)
+            with self._lock:
+                self._all.discard(region.name)
+
+    def close(self) -> None:
+        with self._lock:
+            slots = [slot for free in self._free.values() for slot in free]
+            self._free.clear()
+        for slot in slots:
+            for region in slot.values():
+                try:
+                    self._destroy(region)
+                except Exception:  # noqa: BLE001 -- the server may be gone already
+                    pass
+
+    def registered(self) -> set[str]:
+        """Names of the regions this engine holds registered (for tests and diagnostics)."""
+        with self._lock:
+            return set(self._all)
+
+
+def _output_shape(
+    signature: _Signature, dims: tuple[int | str | None, ...], feeds: dict[str, np.ndarray]
+) -> tuple[int, ...] | None:
+    """An output's shape from its static dims and the sizes the inputs give its named axes;
+    None where an axis is bound by no input (then it comes back over the socket)."""
+    bound: dict[str, int] = {}
+    for name, input_dims in signature.inputs.items():
+        for axis, dim in enumerate(input_dims):
+            if isinstance(dim, str) and axis < np.ndim(feeds[name]):
+                bound.setdefault(dim, int(np.shape(feeds[name])[axis]))
+    shape = []
+    for dim in dims:
+        size = dim if isinstance(dim, int) else bound.get(dim) if isinstance(dim, str) else None
+        if size is None:
+            return None
+        shape.append(size)
+    return tuple(shape)
+
+
+def _signatures(bundle: Bundle) -> dict[str, _Signature]:
+    """Each graph's signature, and whether the Triton repository leaves it out
+    (`exporters/triton.py::unsupported`), read with ONNX Runtime (no onnx package in serving
+    images)."""
     import onnxruntime as ort
 
     from promptserve.exporters.triton import TensorSpec, unsupported
@@ -134,13 +382,17 @@ def _local_graphs(bundle: Bundle) -> frozenset[str]:
     def specs(values) -> list[TensorSpec]:
         return [TensorSpec(v.name, v.type, tuple(v.shape)) for v in values]
 
-    out = set()
+    out = {}
     for graph in bundle.manifest.graphs:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         session = ort.InferenceSession(
             str(bundle.graph_path(graph)), so, providers=["CPUExecutionProvider"]
         )
-        if unsupported(specs(session.get_inputs()), specs(session.get_outputs())):
-            out.add(graph)
-    return frozenset(out)
+        ins, outs = session.get_inputs(), session.get_outputs()
+        out[graph] = _Signature(
+            inputs={v.name: tuple(v.shape) for v in ins},
+            outputs={v.name: (_ORT_DTYPES.get(v.type), tuple(v.shape)) for v in outs},
+            local=unsupported(specs(ins), specs(outs)) is not None,
+        )
+    return out

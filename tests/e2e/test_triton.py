@@ -46,10 +46,22 @@ def _engine(bundle, url: str, **triton):
     return create_engine("triton", bundle, options)
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_engine_matches_onnxruntime(triton, tiny_bundle, protocol):
+@pytest.fixture
+def engines():
+    """Engines a test creates, closed after it (connections, shared-memory registrations)."""
+    made = []
+    yield made
+    for engine in made:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "shared_memory"), [("grpc", "none"), ("http", "none"), ("grpc", "system")]
+)
+def test_engine_matches_onnxruntime(triton, tiny_bundle, engines, protocol, shared_memory):
     url = triton.grpc_url if protocol == "grpc" else triton.http_url
-    remote = _engine(tiny_bundle, url, protocol=protocol)
+    remote = _engine(tiny_bundle, url, protocol=protocol, shared_memory=shared_memory)
+    engines.append(remote)
     local = create_engine("onnxruntime", tiny_bundle)
     rng = np.random.default_rng(0)
     pixels = rng.standard_normal((3, 3, 224, 224)).astype(np.float32)
@@ -81,13 +93,62 @@ def test_engine_matches_onnxruntime(triton, tiny_bundle, protocol):
             np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_clear_errors_when_triton_cannot_serve(triton, tiny_bundle):
+def _registered(triton) -> set[str]:
+    """System shared-memory regions the server holds registered, by name."""
+    import tritonclient.http as tc
+
+    status = tc.InferenceServerClient(triton.http_url).get_system_shared_memory_status()
+    return {region["name"] for region in status}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_shared_memory_regions_grow_and_are_released(triton, tiny_bundle, protocol):
+    """Tensors go through regions the server has registered; a larger batch re-registers larger
+    regions and gets the right outputs; close() unregisters everything."""
+    url = triton.grpc_url if protocol == "grpc" else triton.http_url
+    remote = _engine(tiny_bundle, url, protocol=protocol, shared_memory="system")
+    local = create_engine("onnxruntime", tiny_bundle)
+    rng = np.random.default_rng(1)
+    try:
+        small = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+        np.testing.assert_allclose(remote.encode_image(small), local.encode_image(small), atol=1e-5)
+        first = remote._shm.registered()
+        assert len(first) == 2 and first <= _registered(triton)  # pixel_values, image_embeds
+        large = rng.standard_normal((5, 3, 224, 224)).astype(np.float32)
+        np.testing.assert_allclose(remote.encode_image(large), local.encode_image(large), atol=1e-5)
+        grown = remote._shm.registered()
+        assert len(grown) == 2 and not grown & first and grown <= _registered(triton)
+        assert not first & _registered(triton)  # the outgrown regions were unregistered
+    finally:
+        remote.close()
+    assert not grown & _registered(triton)
+
+
+def test_concurrent_calls_share_the_connection_pool(triton, tiny_bundle, engines):
+    """Many threads on one engine (two gRPC channels, shared memory) each get their own
+    batch's outputs: slots keep concurrent calls' regions apart."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    remote = _engine(tiny_bundle, triton.grpc_url, connections=2, shared_memory="system")
+    engines.append(remote)
+    local = create_engine("onnxruntime", tiny_bundle)
+    rng = np.random.default_rng(2)
+    batches = [rng.standard_normal((1 + i % 3, 3, 224, 224)).astype(np.float32) for i in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(remote.encode_image, batches))
+    for g, batch in zip(got, batches, strict=True):
+        np.testing.assert_allclose(g, local.encode_image(batch), atol=1e-5)
+    assert len(remote._clients) == 2
+
+
+def test_clear_errors_when_triton_cannot_serve(triton, tiny_bundle, engines):
     with pytest.raises(BackendUnavailable, match="unreachable"):
         _engine(tiny_bundle, "127.0.0.1:9")  # nothing listens there
     with pytest.raises(BackendUnavailable, match="no ready model"):
         _engine(tiny_bundle, triton.grpc_url, model_prefix="other")
     slow = _engine(tiny_bundle, triton.grpc_url, timeout_s=1e-4, retries=0)
-    with pytest.raises(BackendUnavailable, match="promptserve_vision"):
+    engines.append(slow)
+    with pytest.raises(BackendUnavailable, match="promptserve_vision.*timed out"):
         slow.encode_image(np.zeros((1, 3, 224, 224), np.float32))
 
 
