@@ -73,7 +73,7 @@ class Engine(ABC):
         """Run one of the bundle's graphs (`bundle.json: graphs`) on its named inputs; the
         outputs in the graph's order. The encode methods below are built on it."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional: in-process runtimes hold nothing
         """Release what the runtime holds outside this process (connections, registered
         shared memory); in-process runtimes hold nothing."""
 

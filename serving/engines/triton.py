@@ -25,6 +25,7 @@ server's and every model's readiness, so `/readyz` fails while Triton is unavail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import threading
@@ -310,7 +311,7 @@ class _SharedMemory:
             register = client.register_system_shared_memory(name, f"/{name}", size)
         try:
             self.engine._loop.call(register, timeout)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- tritonclient raises its own types
             self._module.destroy_shared_memory_region(handle)
             raise BackendUnavailable(
                 f"Triton at {self.engine.triton.url} could not register {self.kind} shared "
@@ -341,10 +342,8 @@ class _SharedMemory:
             self._free.clear()
         for slot in slots:
             for region in slot.values():
-                try:
+                with contextlib.suppress(Exception):  # the server may be gone already
                     self._destroy(region)
-                except Exception:  # noqa: BLE001 -- the server may be gone already
-                    pass
 
     def registered(self) -> set[str]:
         """Names of the regions this engine holds registered (for tests and diagnostics)."""

@@ -148,7 +148,7 @@ def test_clear_errors_when_triton_cannot_serve(triton, tiny_bundle, engines):
         _engine(tiny_bundle, triton.grpc_url, model_prefix="other")
     slow = _engine(tiny_bundle, triton.grpc_url, timeout_s=1e-4, retries=0)
     engines.append(slow)
-    with pytest.raises(BackendUnavailable, match="promptserve_vision.*timed out"):
+    with pytest.raises(BackendUnavailable, match=r"promptserve_vision.*timed out"):
         slow.encode_image(np.zeros((1, 3, 224, 224), np.float32))
 
 
