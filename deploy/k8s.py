@@ -76,6 +76,11 @@ class TritonSidecar(_Strict):
     metrics_port: int = 8102  # nv_inference_* (scraped as `triton-metrics`)
     cpu: str = "4"
     memory: str = "16Gi"
+    shared_memory: str | None = Field(
+        "2Gi",
+        description="Size of a memory-backed /dev/shm both containers mount, through which the "
+        "triton engine passes tensors (`shared_memory: system`); None: over the socket.",
+    )
 
 
 class Storage(_Strict):
@@ -291,6 +296,23 @@ def _pod(cluster: ClusterConfig, container: dict[str, Any], selector: dict[str, 
     return {"metadata": {"labels": labels}, "spec": spec}
 
 
+def _shared_dev_shm(cluster: ClusterConfig, pod: dict[str, Any]) -> dict[str, Any]:
+    """One memory-backed /dev/shm for every container of a worker pod with a Triton sidecar,
+    so the encoder's shared-memory regions are visible to Triton."""
+    if cluster.triton is None or not cluster.triton.shared_memory:
+        return pod
+    spec = pod["spec"]
+    spec.setdefault("volumes", []).append(
+        {
+            "name": "dshm",
+            "emptyDir": {"medium": "Memory", "sizeLimit": cluster.triton.shared_memory},
+        }
+    )
+    for container in spec["containers"]:
+        container.setdefault("volumeMounts", []).append({"name": "dshm", "mountPath": "/dev/shm"})
+    return pod
+
+
 def render_rayservice(
     raw_app: dict[str, Any], cluster: ClusterConfig, *, config_dir: Path, data_root: Path
 ) -> dict[str, Any]:
@@ -299,6 +321,8 @@ def render_rayservice(
     overrides = cluster.app_overrides
     if cluster.triton is not None:  # the encoders call the sidecar; its container has the GPUs
         triton = {"url": f"127.0.0.1:{cluster.triton.grpc_port}", "protocol": "grpc"}
+        if cluster.triton.shared_memory:
+            triton["shared_memory"] = "system"
         overrides = _merge(
             overrides, {"engine": {"name": "triton", "triton": triton}, "encoder": {"num_gpus": 0}}
         )
@@ -359,12 +383,15 @@ def render_rayservice(
                         "minReplicas": w.min_replicas,
                         "maxReplicas": w.max_replicas,
                         "rayStartParams": worker_params,
-                        "template": _pod(
+                        "template": _shared_dev_shm(
                             cluster,
-                            _container(cluster, worker_resources, head=False, ready_path=ready),
-                            w.node_selector,
-                            w.tolerations,
-                            sidecars,
+                            _pod(
+                                cluster,
+                                _container(cluster, worker_resources, head=False, ready_path=ready),
+                                w.node_selector,
+                                w.tolerations,
+                                sidecars,
+                            ),
                         ),
                     }
                 ],

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.tensorrt import TensorRTOptions, static_but_batch, triton_accelerator
 
 CONFIG_FILE = "config.pbtxt"
 # ONNX TensorProto element types -> Triton data types
@@ -48,6 +49,24 @@ class TritonOptions(BaseModel):
         "Python-backend model.py runs it with ONNX Runtime (Triton builds without the ONNX "
         "Runtime backend, e.g. the one nvidia-pytriton bundles).",
     )
+    tensorrt: TensorRTOptions | None = Field(
+        None,
+        description="Run the static-shape graphs through TensorRT in Triton's ONNX Runtime "
+        "backend (exporters/tensorrt.py).",
+    )
+
+    @model_validator(mode="after")
+    def _tensorrt_needs_the_ort_backend(self) -> TritonOptions:
+        if self.tensorrt is not None and self.backend != "onnxruntime":
+            raise ValueError(
+                "tensorrt runs in Triton's ONNX Runtime backend: use backend onnxruntime"
+            )
+        if self.tensorrt is not None and self.tensorrt.max_batch < self.max_batch_size:
+            raise ValueError(
+                f"the TensorRT profile's max_batch {self.tensorrt.max_batch} is below "
+                f"max_batch_size {self.max_batch_size}: Triton would form batches it rejects"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,9 @@ def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
     lines.append(
         f"instance_group [ {{ kind: {options.instance_kind} count: {options.instances} }} ]"
     )
+    shapes = {s.name: s.shape for s in inputs}
+    if options.tensorrt is not None and batched and static_but_batch(shapes):
+        lines.append(triton_accelerator(shapes, options.tensorrt))
     return "\n".join(lines) + "\n"
 
 
@@ -226,19 +248,3 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 '''
-
-
-def tensorrt_available() -> str | None:
-    """How TensorRT could build engines here (the `tensorrt` module, `trtexec`, or ONNX
-    Runtime's TensorRT provider), or None."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorrt") is not None:
-        return "tensorrt"
-    if shutil.which("trtexec"):
-        return "trtexec"
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    return "onnxruntime" if "TensorrtExecutionProvider" in ort.get_available_providers() else None

@@ -37,35 +37,34 @@ def _segment_specs(text: str) -> tuple:
 
 def cmd_export_triton(args: argparse.Namespace) -> int:
     from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.triton import (
-        TritonOptions,
-        tensorrt_available,
-        write_model_repository,
-    )
+    from promptserve.exporters.tensorrt import TensorRTOptions, tensorrt_provider
+    from promptserve.exporters.triton import TritonOptions, write_model_repository
 
-    if args.tensorrt and tensorrt_available() is None:
-        print(
-            "TensorRT is not available here: no `tensorrt` module, no `trtexec` on PATH, and "
-            "ONNX Runtime has no TensorrtExecutionProvider. No engine was built; install "
-            "TensorRT (or onnxruntime-gpu with TensorRT) on a GPU machine and rerun.",
-            file=sys.stderr,
-        )
-        return 2
-    if args.tensorrt:
-        print(
-            "TensorRT engine building is not implemented yet; no engine was built.", file=sys.stderr
-        )
-        return 2
     if args.bundle is None:
         print(
             "--format triton needs --bundle DIR (a bundle written by `promptserve export`)",
             file=sys.stderr,
         )
         return 2
+    trt = None
+    if args.tensorrt:
+        trt = TensorRTOptions(
+            precision=args.tensorrt, max_batch=args.triton_max_batch_size,
+            opt_batch=min(16, args.triton_max_batch_size), cache_path=args.tensorrt_cache,
+        )  # fmt: skip
+        if not args.tensorrt_on_server and not tensorrt_provider():
+            print(
+                "TensorRT is not available here: ONNX Runtime has no TensorrtExecutionProvider, "
+                "so no engine was built or checked and no repository was written. Rerun on a GPU "
+                "machine with onnxruntime-gpu and the TensorRT libraries, or pass "
+                "--tensorrt-on-server to let Triton build the engines at model load (unchecked).",
+                file=sys.stderr,
+            )
+            return 2
     options = TritonOptions(
         prefix=args.model_prefix, instance_kind=args.instance_kind, instances=args.instances,
         max_batch_size=args.triton_max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
-        backend=args.triton_backend,
+        backend=args.triton_backend, tensorrt=trt,
     )  # fmt: skip
     names = write_model_repository(Bundle(args.bundle), args.output, options)
     for name, skipped in names.items():
@@ -76,7 +75,28 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
         )
         print(f"{name:>40}: {status}")
     print(f"Triton model repository written to {args.output}")
-    return 0
+    if trt is None:
+        return 0
+    accelerated = sorted(
+        p.parent.name for p in Path(args.output).glob("*/config.pbtxt")
+        if 'name : "tensorrt"' in p.read_text()
+    )  # fmt: skip
+    print(f"TensorRT {trt.precision} accelerator (engine cache {trt.cache_path}): {accelerated}")
+    if args.tensorrt_on_server:
+        print("Triton builds these engines at model load; nothing was built or checked here.")
+        return 0
+    from promptserve.exporters.tensorrt import build_engines
+
+    report = build_engines(Bundle(args.bundle), trt)
+    (Path(args.output) / "tensorrt_parity.json").write_text(
+        json.dumps([r.model_dump() for r in report], indent=2)
+    )
+    for r in report:
+        print(
+            f"{r.graph:>24}: {'ok' if r.passed else 'FAILED'} cosine {r.min_cosine:.5f} "
+            f"max |diff| {r.max_abs_diff:.2e} at batches {r.batches} (built in {r.build_s:.0f} s)"
+        )
+    return 0 if all(r.passed for r in report) else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -367,7 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--tensorrt",
         choices=["fp16", "fp32"],
-        help="also build TensorRT engines (exits non-zero where TensorRT is absent)",
+        help="run the static-shape graphs through TensorRT in Triton's ONNX Runtime backend; "
+        "builds and checks the engines here (exits 2 where TensorRT is absent)",
+    )
+    t.add_argument(
+        "--tensorrt-on-server",
+        action="store_true",
+        help="with --tensorrt: no local build; Triton builds the engines at model load (unchecked)",
+    )
+    t.add_argument(
+        "--tensorrt-cache",
+        default="/tmp/promptserve-trt-cache",
+        help="engine cache directory (a path on the Triton server, e.g. on its volume)",
     )
     s.add_argument(
         "--tolerance", type=float, default=1e-4, help="max |onnx - torch| allowed (fp32: 1e-4)"

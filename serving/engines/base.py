@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.exporters.bundle import Bundle, BundleError
 from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
+from promptserve.exporters.tensorrt import TensorRTOptions
 from promptserve.exporters.text import TextTower
 
 
@@ -56,6 +57,11 @@ class EngineOptions(BaseModel):
     text_chunk_size: int = Field(256, ge=1, description="Sequences per text-graph call.")
     triton: TritonClientOptions | None = Field(
         None, description="For the triton engine: where the server is and how to call it."
+    )
+    tensorrt: TensorRTOptions | None = Field(
+        None,
+        description="With ONNX Runtime's TensorRT provider: precision, batch profile and engine "
+        "cache of the static-shape graphs (exporters/tensorrt.py); None = their defaults.",
     )
 
 

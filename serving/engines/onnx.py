@@ -8,9 +8,15 @@ import numpy as np
 
 from promptserve._optional import require
 from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.tensorrt import (
+    TRT_PROVIDER,
+    TensorRTOptions,
+    provider_options,
+    static_but_batch,
+)
 from promptserve.serving.engines.base import Engine, EngineOptions
 
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PREFERRED_PROVIDERS = (TRT_PROVIDER, "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 class OnnxRuntimeEngine(Engine):
@@ -36,9 +42,23 @@ class OnnxRuntimeEngine(Engine):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = wanted
         self._sessions = {
-            name: ort.InferenceSession(str(bundle.graph_path(name)), so, providers=wanted)
+            name: ort.InferenceSession(
+                str(path := bundle.graph_path(name)), so, providers=self._providers(ort, path)
+            )
             for name in bundle.manifest.graphs
         }
+
+    def _providers(self, ort, path) -> list:
+        """TensorRT gets the static-shape graphs, with a batch profile and an engine cache (so
+        neither a new batch size nor a restart rebuilds engines); the others skip it."""
+        if TRT_PROVIDER not in self.providers:
+            return self.providers
+        probe = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        shapes = {i.name: tuple(i.shape) for i in probe.get_inputs()}
+        if not static_but_batch(shapes):
+            return [p for p in self.providers if p != TRT_PROVIDER]
+        trt = (TRT_PROVIDER, provider_options(shapes, self.options.tensorrt or TensorRTOptions()))
+        return [trt if p == TRT_PROVIDER else p for p in self.providers]
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sessions[graph].run(None, feeds)

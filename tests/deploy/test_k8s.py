@@ -163,6 +163,12 @@ def test_serve_config_is_accepted_by_ray_serve(overlay):
         assert triton_c["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert "--model-repository=/data/triton-repo" in triton_c["args"]
         assert {p["name"] for p in triton_c["ports"]} >= {"triton-grpc", "triton-metrics"}
+        # tensors through shared memory: one memory-backed /dev/shm in both containers
+        assert config.engine.triton.shared_memory == "system"
+        (dshm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+        assert dshm["emptyDir"]["medium"] == "Memory"
+        for c in (ray_c, triton_c):
+            assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
     else:
         assert encoder.ray_actor_options.num_gpus == 0
 
