@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Benchmark: served classify with the `triton` engine vs the `onnxruntime` engine, same bundle.
 
-ViT-B-32 (SEEDED RANDOM WEIGHTS). Two apps on one Ray Serve instance, both fused topology:
+ViT-B-32 (SEEDED RANDOM WEIGHTS). Three apps on one Ray Serve instance, all fused topology:
 `/ort` runs the graphs in the replica with ONNX Runtime; `/triton` sends them to a Triton server
-on loopback (the `tritonserver` nvidia-pytriton bundles, which has only the Python backend, so
+on loopback over gRPC, and `/triton_shm` the same with tensors in system shared memory. The
+server is the `tritonserver` nvidia-pytriton bundles, which has only the Python backend, so
 each model is a Python-backend model running the same ONNX graph with ONNX Runtime: Triton's
 own batcher and transport, plus a Python hop a native ONNX Runtime backend would not have).
 Closed loop at concurrency 1, 8 and 32, one 224x224 JPEG per request, rounds interleaved.
@@ -45,6 +46,7 @@ from triton_server import start_triton, triton_home  # noqa: E402
 
 ARCH = "ViT-B-32"
 CONCURRENCIES = (1, 8, 32)
+APPS = ("ort", "triton", "triton_shm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,22 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         ort_cfg = fused_config(bundle_dir, workdir, args, name="ort", route_prefix="/ort")
-        with served_app(ort_cfg, workdir, num_cpus=4) as url:  # two apps of 1.5 logical CPUs
+        with served_app(ort_cfg, workdir, num_cpus=6) as url:  # three apps of 1.5 logical CPUs
             base = url.rsplit("/ort", 1)[0]
-            triton_cfg = fused_config(
-                bundle_dir, workdir, args, name="triton", route_prefix="/triton",
-                engine={"name": "triton", "triton": {"url": triton.grpc_url}},
-            )  # fmt: skip
-            serve.run(build_app(triton_cfg), name="triton", route_prefix="/triton")
+            for app, shm in (("triton", "none"), ("triton_shm", "system")):
+                triton_cfg = fused_config(
+                    bundle_dir, workdir, args, name=app, route_prefix=f"/{app}",
+                    engine={"name": "triton",
+                            "triton": {"url": triton.grpc_url, "shared_memory": shm}},
+                )  # fmt: skip
+                serve.run(build_app(triton_cfg), name=app, route_prefix=f"/{app}")
             image = base64.b64encode(make_jpeg(0)).decode("ascii")
             body = json.dumps({"images": [image], "labels": ["cat", "dog", "car"]}).encode()
 
             async def rounds() -> None:
                 async with httpx.AsyncClient(timeout=httpx.Timeout(300)) as http:
-                    for app in ("ort", "triton"):  # warm-up
+                    for app in APPS:  # warm-up
                         await _drive(http, f"{base}/{app}/v1/classify", [[body]], 8, 1, 3.0)
                     for r in range(args.rounds):
-                        apps = ("ort", "triton") if r % 2 == 0 else ("triton", "ort")
+                        apps = APPS if r % 2 == 0 else APPS[::-1]
                         for conc in CONCURRENCIES:
                             for app in apps:
                                 url_ = f"{base}/{app}/v1/classify"
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "images_per_s": len(ok) / wall,
                                              **latency_stats([s.end - s.start for s in ok])})  # fmt: skip
                                 x = rows[-1]
-                                print(f"round {r + 1} {app:<6} c={conc:<2} {x['images_per_s']:6.2f} img/s "
+                                print(f"round {r + 1} {app:<10} c={conc:<2} {x['images_per_s']:6.2f} img/s "
                                       f"p50 {x['p50_ms']:6.0f} ms p99 {x['p99_ms']:6.0f} ms errors {x['errors']}",
                                       flush=True)  # fmt: skip
 
@@ -129,23 +133,28 @@ def main(argv: list[str] | None = None) -> int:
                    **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
         "rows": rows,
         "triton_over_ort": {c: med("triton", c) / med("ort", c) for c in CONCURRENCIES},
+        "shm_over_socket": {c: med("triton_shm", c) / med("triton", c) for c in CONCURRENCIES},
     }  # fmt: skip
     mach = report["machine"]
     lines = [
         f"# serve_triton — {report['timestamp']}", "", f"**{report['weights_note']}**", "",
         f"Machine: {mach.get('cpu_model')}, {mach.get('usable_cpus')} usable CPUs. Triton: the "
         "nvidia-pytriton tritonserver, Python-backend models running ONNX Runtime, dynamic "
-        "batching (max 32, queue delay 5 ms), gRPC. Medians of "
-        f"{args.rounds} interleaved rounds of {args.seconds} s.", "",
-        "| concurrency | onnxruntime img/s | p50 / p99 ms | triton img/s | p50 / p99 ms | triton ÷ onnxruntime |",
+        "batching (max 32, queue delay 5 ms), gRPC through tritonclient's asyncio client. Medians "
+        f"of {args.rounds} interleaved rounds of {args.seconds} s.", "",
+        "| concurrency | onnxruntime img/s (p50 / p99 ms) | triton img/s (p50 / p99 ms) | "
+        "triton + shared memory img/s (p50 / p99 ms) | triton ÷ onnxruntime | shm ÷ socket |",
         "|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
+
+    def cell(app: str, c: int) -> str:
+        return f"{med(app, c):.2f} ({med(app, c, 'p50_ms'):.0f} / {med(app, c, 'p99_ms'):.0f})"
+
     for c in CONCURRENCIES:
         lines.append(
-            f"| {c} | {med('ort', c):.2f} | {med('ort', c, 'p50_ms'):.0f} / {med('ort', c, 'p99_ms'):.0f} | "
-            f"{med('triton', c):.2f} | {med('triton', c, 'p50_ms'):.0f} / {med('triton', c, 'p99_ms'):.0f} | "
-            f"{report['triton_over_ort'][c]:.2f} |"
-        )  # fmt: skip
+            f"| {c} | {cell('ort', c)} | {cell('triton', c)} | {cell('triton_shm', c)} | "
+            f"{report['triton_over_ort'][c]:.2f} | {report['shm_over_socket'][c]:.2f} |"
+        )
     md = "\n".join(lines) + "\n"
     save_report("serve_triton", report, md, args.out)
     print("\n" + md)
