@@ -107,7 +107,7 @@ def ort_runners(bundle, max_batch: int) -> tuple[dict[str, Runner], dict[str, st
             precision=precision, max_batch=max_batch, opt_batch=min(64, max_batch),
             cache_path=str(Path.home() / ".cache" / "promptserve" / f"trt-{precision}"),
         )  # fmt: skip
-        trt = (TRT_PROVIDER, provider_options(shapes, options))
+        trt = (TRT_PROVIDER, provider_options(shapes, options, Path(path)))
         runners[f"onnxruntime TensorRT {precision}"] = session_runner(
             [trt, "CUDAExecutionProvider"]
         )

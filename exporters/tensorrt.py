@@ -15,12 +15,13 @@ the accelerator into the configs without a local build, and says that nothing wa
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptserve.exporters.bundle import Bundle
 
@@ -44,6 +45,12 @@ class TensorRTOptions(BaseModel):
         description="Engine cache directory (on the Triton server for repository configs).",
     )
 
+    @model_validator(mode="after")
+    def _ordered(self) -> TensorRTOptions:
+        if self.min_batch > self.max_batch:
+            raise ValueError(f"min_batch {self.min_batch} exceeds max_batch {self.max_batch}")
+        return self
+
     def batches(self) -> tuple[int, int, int]:
         lo, hi = self.min_batch, self.max_batch
         return lo, min(max(self.opt_batch, lo), hi), hi
@@ -64,28 +71,42 @@ def profile_shapes(shapes: dict[str, tuple[int | str, ...]], batch: int) -> str:
     )
 
 
+def cache_prefix(graph: Path) -> str:
+    """Engine-cache file prefix naming the graph's content. ONNX Runtime keys cached engines by
+    the model's file name and tensor names, not its weights: two bundles of one architecture
+    (or a re-export) sharing a cache would load each other's engines without this."""
+    digest = hashlib.sha256()
+    with open(graph, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return f"{graph.stem}_{digest.hexdigest()[:16]}"
+
+
 def provider_options(
-    shapes: dict[str, tuple[int | str, ...]], options: TensorRTOptions
+    shapes: dict[str, tuple[int | str, ...]], options: TensorRTOptions, graph: Path
 ) -> dict[str, str]:
-    """ONNX Runtime TensorRT EP options for one graph (keys as in ORT's documentation; the
-    Triton ONNX Runtime backend maps its accelerator parameters onto the same options)."""
+    """ONNX Runtime TensorRT EP options for one graph file (keys as in ORT's documentation;
+    the Triton ONNX Runtime backend maps its accelerator parameters onto the same options)."""
     lo, opt, hi = options.batches()
     return {
         "trt_fp16_enable": "1" if options.precision == "fp16" else "0",
         "trt_max_workspace_size": str(options.workspace_bytes),
         "trt_engine_cache_enable": "1",
         "trt_engine_cache_path": options.cache_path,
+        "trt_engine_cache_prefix": cache_prefix(Path(graph)),
         "trt_profile_min_shapes": profile_shapes(shapes, lo),
         "trt_profile_opt_shapes": profile_shapes(shapes, opt),
         "trt_profile_max_shapes": profile_shapes(shapes, hi),
     }
 
 
-def triton_accelerator(shapes: dict[str, tuple[int | str, ...]], options: TensorRTOptions) -> str:
+def triton_accelerator(
+    shapes: dict[str, tuple[int | str, ...]], options: TensorRTOptions, graph: Path
+) -> str:
     """The `optimization` block of a config.pbtxt that runs the graph through TensorRT in
     Triton's ONNX Runtime backend (its parameter names: precision_mode,
     max_workspace_size_bytes, trt_*)."""
-    ort = provider_options(shapes, options)
+    ort = provider_options(shapes, options, graph)
     params = {
         "precision_mode": options.precision.upper(),
         "max_workspace_size_bytes": ort["trt_max_workspace_size"],
@@ -147,8 +168,16 @@ def build_engines(
         start = time.perf_counter()
         trt = ort.InferenceSession(
             path,
-            providers=[(TRT_PROVIDER, provider_options(shapes, options)), "CUDAExecutionProvider"],
+            providers=[
+                (TRT_PROVIDER, provider_options(shapes, options, Path(path))),
+                "CUDAExecutionProvider",
+            ],
         )
+        if trt.get_providers()[0] != TRT_PROVIDER:  # ORT falls back silently
+            raise TensorRTUnavailable(
+                f"{graph}: ONNX Runtime lists TensorRT but the session runs on "
+                f"{trt.get_providers()} (TensorRT libraries missing or no GPU)"
+            )
         diffs, cosines = [], []
         for batch in sorted(set(options.batches())):
             feeds = {

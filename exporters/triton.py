@@ -61,6 +61,14 @@ class TritonOptions(BaseModel):
             raise ValueError(
                 "tensorrt runs in Triton's ONNX Runtime backend: use backend onnxruntime"
             )
+        if self.tensorrt is not None and self.instance_kind != "KIND_GPU":
+            raise ValueError(
+                "tensorrt needs instance_kind KIND_GPU (Triton applies GPU accelerators only there)"
+            )
+        if self.tensorrt is not None and self.tensorrt.min_batch > 1:
+            raise ValueError(
+                "the TensorRT profile must start at batch 1: Triton sends batches of 1"
+            )
         if self.tensorrt is not None and self.tensorrt.max_batch < self.max_batch_size:
             raise ValueError(
                 f"the TensorRT profile's max_batch {self.tensorrt.max_batch} is below "
@@ -88,7 +96,8 @@ def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
             t = v.type.tensor_type
             if t.elem_type not in _TYPES:
                 raise TritonError(f"{path.name}: {v.name} has ONNX type {t.elem_type}, unmapped")
-            dims = tuple(d.dim_param or d.dim_value for d in t.shape.dim)
+            # a dim with neither name nor value is dynamic too
+            dims = tuple(d.dim_param or d.dim_value or "?" for d in t.shape.dim)
             out.append(TensorSpec(v.name, _TYPES[t.elem_type], dims))
         return out
 
@@ -121,8 +130,8 @@ def _tensor(spec: TensorSpec, batched: bool) -> str:
 
 
 def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                 options: TritonOptions) -> str:  # fmt: skip
-    """config.pbtxt text for one graph."""
+                 options: TritonOptions, graph: Path) -> str:  # fmt: skip
+    """config.pbtxt text for one graph (`graph`: its ONNX file)."""
     batched = _batched(inputs) and _batched(outputs)
     lines = [
         f'name: "{name}"',
@@ -148,7 +157,7 @@ def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
     )
     shapes = {s.name: s.shape for s in inputs}
     if options.tensorrt is not None and batched and static_but_batch(shapes):
-        lines.append(triton_accelerator(shapes, options.tensorrt))
+        lines.append(triton_accelerator(shapes, options.tensorrt, graph))
     return "\n".join(lines) + "\n"
 
 
@@ -204,7 +213,7 @@ def write_model_repository(
         names[name] = unsupported(inputs, outputs)
         if names[name] is not None:
             continue
-        text = model_config(name, inputs, outputs, options)
+        text = model_config(name, inputs, outputs, options, source)
         check_config(parse_config(text), source)
         (out / name / "1").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, out / name / "1" / "model.onnx")

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptserve.serving.engines.base import EngineOptions
 
@@ -157,6 +157,16 @@ class AppConfig(_Strict):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @model_validator(mode="after")
+    def _tensorrt_profile_covers_batches(self) -> AppConfig:
+        trt = self.engine.tensorrt
+        if trt is not None and trt.max_batch < self.encoder.max_batch_size:
+            raise ValueError(
+                f"engine.tensorrt.max_batch {trt.max_batch} is below encoder.max_batch_size "
+                f"{self.encoder.max_batch_size}: larger batches would fall outside the profile"
+            )
+        return self
 
     def deployment_options(self) -> dict[str, dict[str, Any]]:
         """Ray Serve options per deployment, in `serve.deployment` / serveConfigV2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 import numpy as np
@@ -16,13 +17,21 @@ from promptserve.exporters.tensorrt import (
 )
 from promptserve.serving.engines.base import Engine, EngineOptions
 
+# the batch profile must cover any encoder.max_batch_size (AppConfig checks explicit options)
+_TRT_DEFAULTS = TensorRTOptions(max_batch=256)
 PREFERRED_PROVIDERS = (TRT_PROVIDER, "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 class OnnxRuntimeEngine(Engine):
     name: ClassVar[str] = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, options: EngineOptions | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        options: EngineOptions | None = None,
+        graphs: Iterable[str] | None = None,
+    ) -> None:
+        """`graphs`: load only these (default: every graph of the bundle)."""
         super().__init__(bundle, options)
         ort = require("onnxruntime")
         available = set(ort.get_available_providers())
@@ -45,7 +54,7 @@ class OnnxRuntimeEngine(Engine):
             name: ort.InferenceSession(
                 str(path := bundle.graph_path(name)), so, providers=self._providers(ort, path)
             )
-            for name in bundle.manifest.graphs
+            for name in (bundle.manifest.graphs if graphs is None else graphs)
         }
 
     def _providers(self, ort, path) -> list:
@@ -57,7 +66,7 @@ class OnnxRuntimeEngine(Engine):
         shapes = {i.name: tuple(i.shape) for i in probe.get_inputs()}
         if not static_but_batch(shapes):
             return [p for p in self.providers if p != TRT_PROVIDER]
-        trt = (TRT_PROVIDER, provider_options(shapes, self.options.tensorrt or TensorRTOptions()))
+        trt = (TRT_PROVIDER, provider_options(shapes, self.options.tensorrt or _TRT_DEFAULTS, path))
         return [trt if p == TRT_PROVIDER else p for p in self.providers]
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

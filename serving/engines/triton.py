@@ -25,10 +25,11 @@ server's and every model's readiness, so `/readyz` fails while Triton is unavail
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import itertools
-import os
 import threading
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -98,8 +99,10 @@ class TritonEngine(Engine):
         self._signatures = _signatures(bundle)
         self.local_graphs = frozenset(g for g, s in self._signatures.items() if s.local)
         self._in_process: Engine | None = None
+        self._in_process_lock = threading.Lock()
         self._loop = _io_loop()
         self._closed = False
+        self._stale: list[_Region] = []
         self._clients = self._loop.call(self._connect(), timeout=t.timeout_s + 10)
         self._round_robin = itertools.count()
         self._shm = _SharedMemory(self) if t.shared_memory != "none" else None
@@ -129,7 +132,10 @@ class TritonEngine(Engine):
     def problems(self) -> list[str]:
         """What keeps this engine from serving: an unreachable or unready server, missing or
         unready models (empty when ready)."""
-        return self._loop.call(self._problems(), timeout=self.triton.timeout_s + 10)
+        try:  # the server probe, then the model probes (concurrent), each bounded
+            return self._loop.call(self._problems(), timeout=2 * _PROBE_TIMEOUT_S + 5)
+        except concurrent.futures.TimeoutError:
+            return [f"Triton at {self.triton.url} did not answer readiness probes"]
 
     async def _problems(self) -> list[str]:
         url, client = self.triton.url, self._clients[0]
@@ -158,21 +164,29 @@ class TritonEngine(Engine):
     def ready(self) -> bool:
         return not self.problems()
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if graph in self.local_graphs:
+    def _local(self) -> Engine:
+        """ONNX Runtime for the graphs Triton does not serve (only those are loaded)."""
+        with self._in_process_lock:
             if self._in_process is None:
                 from promptserve.serving.engines.onnx import OnnxRuntimeEngine
 
-                self._in_process = OnnxRuntimeEngine(self.bundle, self.options)
-            return self._in_process.run(graph, feeds)
+                self._in_process = OnnxRuntimeEngine(
+                    self.bundle, self.options, graphs=self.local_graphs
+                )
+            return self._in_process
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if graph in self.local_graphs:
+            return self._local().run(graph, feeds)
         signature = self._signatures[graph]
         values = {}
-        for name in signature.inputs:
+        for name, dims in signature.inputs.items():
             value = np.ascontiguousarray(feeds[name])
-            if value.ndim <= 1:  # per-row scalars: dims [1] + reshape [] (exporters/triton.py)
-                value = value.reshape(*value.shape, 1)
+            if value.ndim == 1 and dims[:1] == ("batch",):  # per-row scalars: dims [1] + reshape []
+                value = value.reshape(-1, 1)
             values[name] = value
         slot = self._shm.acquire(graph) if self._shm else None
+        done = False
         try:
             inputs = [self._input(name, value, slot) for name, value in values.items()]
             outputs, reads = [], []
@@ -181,13 +195,22 @@ class TritonEngine(Engine):
                 outputs.append(output)
                 reads.append(read)
             t = self.triton
-            result = self._loop.call(
-                self._infer(graph, inputs, outputs), timeout=(t.timeout_s + 1) * (t.retries + 1)
-            )
-            return [read(result) for read in reads]
+            try:
+                result = self._loop.call(
+                    self._infer(graph, inputs, outputs), timeout=(t.timeout_s + 1) * (t.retries + 1)
+                )
+            except concurrent.futures.TimeoutError:
+                raise BackendUnavailable(
+                    f"Triton at {t.url} failed model {self.model(graph)}: timed out"
+                ) from None
+            out = [read(result) for read in reads]
+            done = True
+            return out
         finally:
             if slot is not None:
-                self._shm.release(graph, slot)
+                # after a failure or timeout Triton may still write into the slot's regions:
+                # they are dropped, never handed to another call
+                self._shm.release(graph, slot) if done else self._shm.discard(slot)
 
     def _input(self, name: str, value: np.ndarray, slot: dict | None) -> Any:
         tensor = self._tc.InferInput(name, list(value.shape), _DTYPES[value.dtype])
@@ -224,7 +247,7 @@ class TritonEngine(Engine):
                 break  # a timeout is not retried: the server is busy, let the client back off
             except Exception as exc:  # noqa: BLE001 -- tritonclient raises its own types
                 last = exc
-                if "deadline" in str(exc).lower() or "timed out" in str(exc).lower():
+                if not _retryable(exc):
                     break
         reason = "timed out" if isinstance(last, asyncio.TimeoutError) else f"{last}"
         raise BackendUnavailable(
@@ -270,15 +293,41 @@ class _SharedMemory:
         self._all: set[str] = set()
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self._prefix = f"promptserve_{os.getpid()}_{id(engine):x}"
+        self._prefix = f"promptserve_{uuid.uuid4().hex[:16]}"
+        self._closed = False
+        self._stale: list[_Region] = []
 
     def acquire(self, graph: str) -> dict[str, _Region]:
+        if self._stale:
+            self._sweep()
         with self._lock:
             return self._free[graph].pop() if self._free[graph] else {}
 
     def release(self, graph: str, slot: dict[str, _Region]) -> None:
         with self._lock:
-            self._free[graph].append(slot)
+            closed = self._closed
+            if not closed:
+                self._free[graph].append(slot)
+        if closed:  # in flight while the engine closed
+            self.discard(slot)
+
+    def discard(self, slot: dict[str, _Region]) -> None:
+        """Unregister and destroy a slot's regions. One the server will not unregister yet (a
+        timed-out request may still hold it) is kept and retried by later calls and close()."""
+        with self._lock:
+            self._stale.extend(slot.values())
+        slot.clear()
+        self._sweep()
+
+    def _sweep(self) -> None:
+        with self._lock:
+            stale, self._stale = self._stale, []
+        for region in stale:
+            try:
+                self._destroy(region)
+            except Exception:  # noqa: BLE001 -- busy, or the server is gone: retried later
+                with self._lock:
+                    self._stale.append(region)
 
     def reserve(self, slot: dict[str, _Region], tensor: str, nbytes: int) -> _Region:
         region = slot.get(tensor)
@@ -286,6 +335,7 @@ class _SharedMemory:
             return region
         size = max(nbytes, 2 * region.size if region else 0, 1)
         if region is not None:
+            del slot[tensor]  # never left pointing at a destroyed region
             self._destroy(region)
         slot[tensor] = region = self._create(size)
         return region
@@ -301,7 +351,7 @@ class _SharedMemory:
 
     def _create(self, size: int) -> _Region:
         name = f"{self._prefix}_{next(self._ids)}"
-        client, timeout = self.engine._clients[0], self.engine.triton.timeout_s
+        client, timeout = self.engine._clients[0], _PROBE_TIMEOUT_S  # not the inference timeout
         if self.kind == "cuda":
             handle = self._module.create_shared_memory_region(name, size, self.device)
             raw = self._module.get_raw_handle(handle)
@@ -315,7 +365,7 @@ class _SharedMemory:
             self._module.destroy_shared_memory_region(handle)
             raise BackendUnavailable(
                 f"Triton at {self.engine.triton.url} could not register {self.kind} shared "
-                f"memory ({exc}); shared_memory needs the server on this host (sharing /dev/shm, "
+                f"memory ({type(exc).__name__}: {exc}); shared_memory needs the server on this host (sharing /dev/shm, "
                 "or the GPU for cuda)"
             ) from None
         with self._lock:
@@ -329,26 +379,40 @@ class _SharedMemory:
             if self.kind == "cuda"
             else client.unregister_system_shared_memory(region.name)
         )
-        try:
-            self.engine._loop.call(unregister, self.engine.triton.timeout_s)
-        finally:
-            self._module.destroy_shared_memory_region(region.handle)
-            with self._lock:
-                self._all.discard(region.name)
+        self.engine._loop.call(unregister, _PROBE_TIMEOUT_S)  # raises: kept for a retry
+        self._module.destroy_shared_memory_region(region.handle)
+        with self._lock:
+            self._all.discard(region.name)
 
     def close(self) -> None:
+        """Drop every free slot now; slots in flight are dropped when released."""
         with self._lock:
+            self._closed = True
             slots = [slot for free in self._free.values() for slot in free]
             self._free.clear()
         for slot in slots:
-            for region in slot.values():
-                with contextlib.suppress(Exception):  # the server may be gone already
-                    self._destroy(region)
+            self.discard(slot)
+        for _ in range(20):  # late requests finish within their timeout; then give up
+            if not self._stale:
+                break
+            time.sleep(0.25)
+            self._sweep()
 
     def registered(self) -> set[str]:
         """Names of the regions this engine holds registered (for tests and diagnostics)."""
         with self._lock:
             return set(self._all)
+
+
+def _retryable(exc: Exception) -> bool:
+    """Connection-level failures (server restarting, connection refused or reset) are
+    retried; errors the server answered (a bad request, a missing model) and deadlines are
+    not."""
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(exc, InferenceServerException):
+        return "UNAVAILABLE" in str(exc.status() or "")
+    return isinstance(exc, ConnectionError | OSError) or "connect" in type(exc).__name__.lower()
 
 
 def _output_shape(

@@ -146,10 +146,26 @@ def test_clear_errors_when_triton_cannot_serve(triton, tiny_bundle, engines):
         _engine(tiny_bundle, "127.0.0.1:9")  # nothing listens there
     with pytest.raises(BackendUnavailable, match="no ready model"):
         _engine(tiny_bundle, triton.grpc_url, model_prefix="other")
-    slow = _engine(tiny_bundle, triton.grpc_url, timeout_s=1e-4, retries=0)
+    slow = _engine(tiny_bundle, triton.grpc_url, timeout_s=1e-4, retries=0, shared_memory="system")
     engines.append(slow)
     with pytest.raises(BackendUnavailable, match=r"promptserve_vision.*timed out"):
         slow.encode_image(np.zeros((1, 3, 224, 224), np.float32))
+    # Triton may still write the timed-out call's outputs: its regions are dropped, not reused,
+    # and unregistered from the server by close() at the latest
+    assert not any(slot for free in slow._shm._free.values() for slot in free)
+    slow.close()
+    assert not {r for r in _registered(triton) if r.startswith(slow._shm._prefix)}
+
+
+def test_only_connection_failures_are_retried():
+    from tritonclient.utils import InferenceServerException
+
+    from promptserve.serving.engines.triton import _retryable
+
+    assert _retryable(InferenceServerException("refused", status="StatusCode.UNAVAILABLE"))
+    assert _retryable(ConnectionRefusedError())
+    assert not _retryable(InferenceServerException("bad", status="StatusCode.INVALID_ARGUMENT"))
+    assert not _retryable(InferenceServerException("no model", status="400"))
 
 
 def test_served_through_ray_serve_and_down_server(

@@ -66,6 +66,14 @@ def test_config_rejects_unknown_keys(tmp_path):
         load_config(tmp_path / "bad.yaml")
 
 
+def test_config_rejects_a_tensorrt_profile_below_the_batch_size(tmp_path):
+    (tmp_path / "trt.yaml").write_text(
+        "bundle: b\nencoder: {max_batch_size: 128}\nengine: {tensorrt: {max_batch: 64}}\n"
+    )
+    with pytest.raises(ValueError, match=r"max_batch 64 is below encoder\.max_batch_size 128"):
+        load_config(tmp_path / "trt.yaml")
+
+
 def test_example_config_is_valid():
     from pathlib import Path
 

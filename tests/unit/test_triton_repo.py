@@ -59,6 +59,7 @@ def test_tensorrt_accelerator_in_configs(tiny_bundle, tmp_path):
     accelerator with a profile over the dynamic batcher's sizes; the text graphs and the
     prompted vision graph (dynamic sequence / prompt length) do not; every config still parses
     and matches its graph."""
+    from promptserve.exporters.tensorrt import cache_prefix
     from promptserve.exporters.triton import CONFIG_FILE, check_config, parse_config
 
     cmd = [sys.executable, "-m", "promptserve.cli", "export", "--format", "triton", "--bundle",
@@ -83,6 +84,8 @@ def test_tensorrt_accelerator_in_configs(tiny_bundle, tmp_path):
         assert params["trt_profile_min_shapes"] == "pixel_values:1x3x224x224"
         assert params["trt_profile_opt_shapes"] == "pixel_values:16x3x224x224"
         assert params["trt_profile_max_shapes"] == "pixel_values:32x3x224x224"
+        graph = tiny_bundle.graph_path(path.parent.name.removeprefix("promptserve_"))
+        assert params["trt_engine_cache_prefix"] == cache_prefix(graph)
     m = tiny_bundle.manifest
     assert accelerated == {"vision", "anomaly", "winclip"} | {s.graph for s in m.segment.values()}
 
@@ -96,6 +99,12 @@ def test_tensorrt_options_are_checked():
         TritonOptions(backend="python", tensorrt=TensorRTOptions())
     with pytest.raises(ValidationError, match="max_batch 8 is below max_batch_size 64"):
         TritonOptions(tensorrt=TensorRTOptions(max_batch=8))
+    with pytest.raises(ValidationError, match="KIND_GPU"):
+        TritonOptions(instance_kind="KIND_CPU", tensorrt=TensorRTOptions())
+    with pytest.raises(ValidationError, match="start at batch 1"):
+        TritonOptions(tensorrt=TensorRTOptions(min_batch=2))
+    with pytest.raises(ValidationError, match="min_batch 9 exceeds max_batch 8"):
+        TensorRTOptions(min_batch=9, max_batch=8)
     shapes = {"pixel_values": ("batch", 3, 336, 336), "eot_index": ("batch",)}
     assert profile_shapes(shapes, 4) == "pixel_values:4x3x336x336,eot_index:4"
 
@@ -112,3 +121,18 @@ def test_local_build_refuses_without_tensorrt(tiny_bundle):
         pytest.skip("TensorRT is available here")
     with pytest.raises(TensorRTUnavailable, match="TensorrtExecutionProvider"):
         build_engines(tiny_bundle, TensorRTOptions())
+
+
+def test_engine_cache_prefix_names_the_weights(tiny_bundle, tmp_path):
+    """ONNX Runtime keys cached engines by file and tensor names only: the prefix must change
+    when the weights do, or two bundles of one architecture would share engines."""
+    from promptserve.exporters.tensorrt import cache_prefix
+
+    source = tiny_bundle.graph_path("vision")
+    data = bytearray(source.read_bytes())
+    copy = tmp_path / source.name
+    copy.write_bytes(data)
+    assert cache_prefix(copy) == cache_prefix(source)
+    data[-1] ^= 1
+    copy.write_bytes(data)
+    assert cache_prefix(copy) != cache_prefix(source)
