@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Benchmark: served classify with the `triton` engine vs the `onnxruntime` engine, same bundle.
 
-ViT-B-32 (SEEDED RANDOM WEIGHTS). Three apps on one Ray Serve instance, all fused topology:
+ViT-B-32 (SEEDED RANDOM WEIGHTS). Four apps on one Ray Serve instance, all fused topology:
 `/ort` runs the graphs in the replica with ONNX Runtime; `/triton` sends them to a Triton server
-on loopback over gRPC, and `/triton_shm` the same with tensors in system shared memory. The
+on loopback over gRPC, `/triton_shm` the same with tensors in system shared memory, and
+`/triton_2x` with two batches in flight per graph (`encoder.max_inflight_batches: 2`). The
 server is the `tritonserver` nvidia-pytriton bundles, which has only the Python backend, so
 each model is a Python-backend model running the same ONNX graph with ONNX Runtime: Triton's
-own batcher and transport, plus a Python hop a native ONNX Runtime backend would not have).
+own batcher and transport, plus a Python hop a native ONNX Runtime backend would not have.
 Closed loop at concurrency 1, 8 and 32, one 224x224 JPEG per request, rounds interleaved.
 Needs PROMPTSERVE_TRITON_HOME / _LIBS / _PYTHONPATH as `.ci/run` sets them.
 Results go to benchmarks/results/serve_triton-*.
@@ -46,7 +47,7 @@ from triton_server import start_triton, triton_home  # noqa: E402
 
 ARCH = "ViT-B-32"
 CONCURRENCIES = (1, 8, 32)
-APPS = ("ort", "triton", "triton_shm")
+APPS = ("ort", "triton", "triton_shm", "triton_2x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         ort_cfg = fused_config(bundle_dir, workdir, args, name="ort", route_prefix="/ort")
-        with served_app(ort_cfg, workdir, num_cpus=6) as url:  # three apps of 1.5 logical CPUs
+        with served_app(ort_cfg, workdir, num_cpus=8) as url:  # four apps of 1.5 logical CPUs
             base = url.rsplit("/ort", 1)[0]
-            for app, shm in (("triton", "none"), ("triton_shm", "system")):
+            for app, shm, inflight in (("triton", "none", 1), ("triton_shm", "system", 1),
+                                       ("triton_2x", "none", 2)):  # fmt: skip
                 triton_cfg = fused_config(
                     bundle_dir, workdir, args, name=app, route_prefix=f"/{app}",
                     engine={"name": "triton",
                             "triton": {"url": triton.grpc_url, "shared_memory": shm}},
+                    encoder={"max_inflight_batches": inflight},
                 )  # fmt: skip
                 serve.run(build_app(triton_cfg), name=app, route_prefix=f"/{app}")
             image = base64.b64encode(make_jpeg(0)).decode("ascii")
@@ -134,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "triton_over_ort": {c: med("triton", c) / med("ort", c) for c in CONCURRENCIES},
         "shm_over_socket": {c: med("triton_shm", c) / med("triton", c) for c in CONCURRENCIES},
+        "two_inflight_over_one": {
+            c: med("triton_2x", c) / med("triton", c) for c in CONCURRENCIES
+        },
     }  # fmt: skip
     mach = report["machine"]
     lines = [
@@ -143,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         "batching (max 32, queue delay 5 ms), gRPC through tritonclient's asyncio client. Medians "
         f"of {args.rounds} interleaved rounds of {args.seconds} s.", "",
         "| concurrency | onnxruntime img/s (p50 / p99 ms) | triton img/s (p50 / p99 ms) | "
-        "triton + shared memory img/s (p50 / p99 ms) | triton ÷ onnxruntime | shm ÷ socket |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "triton + shared memory | triton, 2 batches in flight | triton ÷ onnxruntime | "
+        "shm ÷ socket | 2 in flight ÷ 1 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
 
     def cell(app: str, c: int) -> str:
@@ -153,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in CONCURRENCIES:
         lines.append(
             f"| {c} | {cell('ort', c)} | {cell('triton', c)} | {cell('triton_shm', c)} | "
-            f"{report['triton_over_ort'][c]:.2f} | {report['shm_over_socket'][c]:.2f} |"
+            f"{cell('triton_2x', c)} | {report['triton_over_ort'][c]:.2f} | "
+            f"{report['shm_over_socket'][c]:.2f} | {report['two_inflight_over_one'][c]:.2f} |"
         )
     md = "\n".join(lines) + "\n"
     save_report("serve_triton", report, md, args.out)

@@ -7,6 +7,10 @@ mean batch 2.4 of 32 at concurrency 32). Here one worker takes everything that i
 moment the engine becomes free (up to `max_batch_size`, counted by `size_fn`), and waits for a
 batch to fill only while the oldest waiting item is younger than `batch_wait_timeout_s`, as
 Triton's dynamic batcher does with its max queue delay.
+
+`max_inflight` > 1 lets the next batch close while earlier ones still run: for an engine that
+waits on another server (the triton engine), so the network hop overlaps and that server's own
+batcher sees several batches at once. In-process engines keep 1: one batch already fills them.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ class ContinuousBatcher(Generic[T, R]):
         max_batch_size: int,
         batch_wait_timeout_s: float,
         size_fn: Callable[[T], int] = lambda _: 1,
+        max_inflight: int = 1,
     ) -> None:
         self._fn = fn
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._tasks: set[asyncio.Task] = set()
         self._size = size_fn
         self.max_batch_size = max_batch_size
         self.batch_wait_timeout_s = batch_wait_timeout_s
@@ -64,20 +71,32 @@ class ContinuousBatcher(Generic[T, R]):
             while not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
+            await self._inflight.acquire()  # the engine can take another batch
+            if not self._queue:
+                self._inflight.release()
+                continue
             await self._fill()
             batch = self._take()
             if not batch:
+                self._inflight.release()
                 continue
-            try:
-                results = await self._fn([item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - delivered to every caller of the batch
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
+            task = asyncio.get_running_loop().create_task(self._dispatch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._fn([item for item, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - delivered to every caller of the batch
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(exc)
+            return
+        finally:
+            self._inflight.release()
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def _fill(self) -> None:
         """Wait for more items while the batch is short and the oldest item is young enough."""

@@ -78,6 +78,13 @@ class EncoderConfig(_Strict):
     )
     max_batch_size: int = Field(32, ge=1, description="Images per vision-graph call.")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
+    max_inflight_batches: int = Field(
+        1,
+        ge=1,
+        description="Batches per graph in the engine at once (continuous batcher): 1 for "
+        "in-process engines, which one batch fills; 2+ for the triton engine, so the network "
+        "hop overlaps and Triton's batcher sees several batches.",
+    )
     max_ongoing_requests: int = Field(256, ge=1)
     max_queued_requests: int = Field(
         512, ge=-1, description="Handle-side queue bound; beyond it, 503."

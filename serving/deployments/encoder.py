@@ -112,6 +112,7 @@ class EncoderDeployment:
                 max_batch_size=enc.max_batch_size,
                 batch_wait_timeout_s=enc.batch_wait_timeout_s,
                 size_fn=lambda c: len(c.crops),
+                max_inflight=enc.max_inflight_batches,
             )
             if enc.batcher == "continuous"
             else self._serve_batched
@@ -124,6 +125,7 @@ class EncoderDeployment:
                 max_batch_size=enc.max_batch_size,
                 batch_wait_timeout_s=enc.batch_wait_timeout_s,
                 size_fn=len,
+                max_inflight=enc.max_inflight_batches,
             )
             for graph in self.bundle.manifest.dense_graphs()
         }

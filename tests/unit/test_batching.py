@@ -86,3 +86,32 @@ def test_settings_change_at_run_time():
         return engine.batches
 
     assert run(main()) == [["a"], ["b"], ["c", "d"]]
+
+
+@pytest.mark.parametrize("inflight", [1, 2])
+def test_max_inflight_bounds_the_batches_in_the_engine(inflight):
+    """With max_inflight 2 a second batch enters the engine while the first is held there;
+    with 1 it waits and gathers everything that arrived meanwhile."""
+
+    async def main():
+        engine = Engine()
+        engine.gate = asyncio.Event()
+        b = ContinuousBatcher(
+            engine, max_batch_size=8, batch_wait_timeout_s=0.0, max_inflight=inflight
+        )
+        first = asyncio.create_task(b("a"))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(b("b"))
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(b("c"))
+        await asyncio.sleep(0.05)
+        in_engine = [list(x) for x in engine.batches]
+        engine.gate.set()
+        return in_engine, await asyncio.gather(first, second, third), engine.batches
+
+    in_engine, out, batches = run(main())
+    assert out == ["A", "B", "C"]
+    if inflight == 1:
+        assert in_engine == [["a"]] and batches == [["a"], ["b", "c"]]
+    else:  # "c" waits for a free slot, then goes alone
+        assert in_engine == [["a"], ["b"]] and batches == [["a"], ["b"], ["c"]]
