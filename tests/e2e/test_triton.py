@@ -171,8 +171,9 @@ def test_only_connection_failures_are_retried():
 def test_served_through_ray_serve_and_down_server(
     ray_cluster, server, tiny_bundle, repository, tmp_path
 ):
-    """An app on the triton engine answers as the onnxruntime app does; when its Triton goes
-    away it answers 503 backend_unavailable and /readyz fails, while the other app serves."""
+    """An app on the triton engine (two batches in flight) answers as the onnxruntime app does;
+    when its Triton goes away it answers 503 backend_unavailable and /readyz fails, while the
+    other app serves."""
     from ray import serve
 
     from promptserve.serving.app import build_app
@@ -181,7 +182,7 @@ def test_served_through_ray_serve_and_down_server(
     cfg = serve_config(
         tiny_bundle.dir, tmp_path / "store", name="triton-app", route_prefix="/triton",
         topology="fused", engine={"name": "triton", "triton": {"url": own.grpc_url}},
-        encoder={"num_cpus": 0.25}, gateway={"num_cpus": 0.0},
+        encoder={"num_cpus": 0.25, "max_inflight_batches": 2}, gateway={"num_cpus": 0.0},
     )  # fmt: skip
     serve.run(build_app(cfg), name="triton-app", route_prefix="/triton", blocking=False)
     base = ray_cluster["base_url"]
