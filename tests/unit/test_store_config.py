@@ -82,6 +82,14 @@ def test_example_config_is_valid():
     assert cfg.bundle.endswith("bundles/vit-b-32")
 
 
+def test_triton_example_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "examples" / "config-triton.yaml")
+    assert cfg.engine.name == "triton" and cfg.engine.triton.shared_memory == "system"
+    assert cfg.encoder.max_inflight_batches == 2
+
+
 def test_api_keys_from_config_and_env(monkeypatch):
     from promptserve.serving.config import AuthConfig
 
