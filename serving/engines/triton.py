@@ -102,7 +102,6 @@ class TritonEngine(Engine):
         self._in_process_lock = threading.Lock()
         self._loop = _io_loop()
         self._closed = False
-        self._stale: list[_Region] = []
         self._clients = self._loop.call(self._connect(), timeout=t.timeout_s + 10)
         self._round_robin = itertools.count()
         self._shm = _SharedMemory(self) if t.shared_memory != "none" else None
@@ -336,7 +335,7 @@ class _SharedMemory:
         size = max(nbytes, 2 * region.size if region else 0, 1)
         if region is not None:
             del slot[tensor]  # never left pointing at a destroyed region
-            self._destroy(region)
+            self.discard({tensor: region})
         slot[tensor] = region = self._create(size)
         return region
 
@@ -436,23 +435,16 @@ def _output_shape(
 
 def _signatures(bundle: Bundle) -> dict[str, _Signature]:
     """Each graph's signature, and whether the Triton repository leaves it out
-    (`exporters/triton.py::unsupported`), read with ONNX Runtime (no onnx package in serving
-    images)."""
-    import onnxruntime as ort
-
+    (`exporters/triton.py::unsupported`)."""
     from promptserve.exporters.triton import TensorSpec, unsupported
+    from promptserve.serving.engines.onnx import signature
 
     def specs(values) -> list[TensorSpec]:
         return [TensorSpec(v.name, v.type, tuple(v.shape)) for v in values]
 
     out = {}
     for graph in bundle.manifest.graphs:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = ort.InferenceSession(
-            str(bundle.graph_path(graph)), so, providers=["CPUExecutionProvider"]
-        )
-        ins, outs = session.get_inputs(), session.get_outputs()
+        ins, outs = signature(bundle.graph_path(graph))
         out[graph] = _Signature(
             inputs={v.name: tuple(v.shape) for v in ins},
             outputs={v.name: (_ORT_DTYPES.get(v.type), tuple(v.shape)) for v in outs},
