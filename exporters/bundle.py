@@ -43,10 +43,22 @@ class PreprocessConfig(BaseModel):
     resize_mode: Literal["shortest"] = "shortest"
 
 
+class TensorInfo(BaseModel):
+    """One graph input or output as ONNX Runtime reports it (the fields of its NodeArg)."""
+
+    name: str
+    type: str = Field(description="ONNX Runtime's type string, e.g. tensor(float).")
+    shape: list[int | str | None] = Field(description="Dims: sizes, or names of dynamic axes.")
+
+
 class GraphInfo(BaseModel):
     file: str
     inputs: list[str]
     outputs: list[str]
+    input_specs: list[TensorInfo] | None = Field(
+        None, description="Written at export, so servers need not open the graph to learn it."
+    )
+    output_specs: list[TensorInfo] | None = None
 
 
 class ParityResult(BaseModel):
@@ -148,6 +160,14 @@ class Bundle:
     def backbone_id(self) -> str:
         return self.manifest.backbone_id
 
+    def signature(self, name: str) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """A graph's inputs and outputs: from bundle.json, or read from the graph file for
+        bundles exported before the specs were written there."""
+        info = self.manifest.graphs[name]
+        if info.input_specs is not None and info.output_specs is not None:
+            return info.input_specs, info.output_specs
+        return read_signature(self.graph_path(name))
+
     def graph_path(self, name: str) -> Path:
         try:
             return self.dir / self.manifest.graphs[name].file
@@ -168,3 +188,18 @@ class Bundle:
         from safetensors.numpy import load_file
 
         return load_file(str(self.dir / self.manifest.token_embedding_file))["weight"]
+
+
+def read_signature(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """A graph file's inputs and outputs, read by an unoptimised CPU ONNX Runtime session (it
+    loads the weights: bundle.json keeps the result, see `Bundle.signature`)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def specs(args) -> list[TensorInfo]:
+        return [TensorInfo(name=a.name, type=a.type, shape=list(a.shape)) for a in args]
+
+    return specs(session.get_inputs()), specs(session.get_outputs())

@@ -27,6 +27,7 @@ from promptserve.exporters.bundle import (
     PreprocessConfig,
     SegmentGraphSpec,
     WinCLIPGraphSpec,
+    read_signature,
 )
 from promptserve.exporters.deep_prompts import DeepPromptSlots
 from promptserve.exporters.dense_graphs import (
@@ -175,6 +176,7 @@ def export_bundle(
     }
     steps.update()
 
+    signatures = {name: read_signature(out / f"{name}.onnx") for name in graphs}
     manifest = BundleManifest(
         backbone=spec,
         backbone_id=spec.id,
@@ -188,6 +190,7 @@ def export_bundle(
                 file=f"{name}.onnx",
                 inputs=list(module.input_names),
                 outputs=list(module.output_names),
+                **dict(zip(("input_specs", "output_specs"), signatures[name], strict=True)),
             )
             for name, (module, _) in graphs.items()
         },

@@ -52,32 +52,27 @@ class OnnxRuntimeEngine(Engine):
         self.providers = wanted
         self._sessions = {
             name: ort.InferenceSession(
-                str(path := bundle.graph_path(name)), so, providers=self._providers(path)
+                str(bundle.graph_path(name)), so, providers=self._providers(name)
             )
             for name in (bundle.manifest.graphs if graphs is None else graphs)
         }
 
-    def _providers(self, path) -> list:
+    def _providers(self, graph: str) -> list:
         """TensorRT gets the static-shape graphs, with a batch profile and an engine cache (so
         neither a new batch size nor a restart rebuilds engines); the others skip it."""
         if TRT_PROVIDER not in self.providers:
             return self.providers
-        inputs, _ = signature(path)
+        inputs, _ = self.bundle.signature(graph)
         shapes = {i.name: tuple(i.shape) for i in inputs}
         if not static_but_batch(shapes):
             return [p for p in self.providers if p != TRT_PROVIDER]
-        trt = (TRT_PROVIDER, provider_options(shapes, self.options.tensorrt or _TRT_DEFAULTS, path))
+        trt = (
+            TRT_PROVIDER,
+            provider_options(
+                shapes, self.options.tensorrt or _TRT_DEFAULTS, self.bundle.graph_path(graph)
+            ),
+        )
         return [trt if p == TRT_PROVIDER else p for p in self.providers]
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sessions[graph].run(None, feeds)
-
-
-def signature(path) -> tuple[list, list]:
-    """A graph file's inputs and outputs (ONNX Runtime NodeArgs: name, type, shape), read by an
-    unoptimised CPU session: serving images have ONNX Runtime but not the onnx package."""
-    ort = require("onnxruntime")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return session.get_inputs(), session.get_outputs()

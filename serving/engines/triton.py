@@ -434,17 +434,16 @@ def _output_shape(
 
 
 def _signatures(bundle: Bundle) -> dict[str, _Signature]:
-    """Each graph's signature, and whether the Triton repository leaves it out
-    (`exporters/triton.py::unsupported`)."""
+    """Each graph's signature (from bundle.json: the replica need not load graphs Triton
+    runs), and whether the Triton repository leaves it out (`exporters/triton.py::unsupported`)."""
     from promptserve.exporters.triton import TensorSpec, unsupported
-    from promptserve.serving.engines.onnx import signature
 
     def specs(values) -> list[TensorSpec]:
         return [TensorSpec(v.name, v.type, tuple(v.shape)) for v in values]
 
     out = {}
     for graph in bundle.manifest.graphs:
-        ins, outs = signature(bundle.graph_path(graph))
+        ins, outs = bundle.signature(graph)
         out[graph] = _Signature(
             inputs={v.name: tuple(v.shape) for v in ins},
             outputs={v.name: (_ORT_DTYPES.get(v.type), tuple(v.shape)) for v in outs},

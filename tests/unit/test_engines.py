@@ -22,6 +22,31 @@ def test_bundle_records_passing_parity(tiny_bundle):
     assert tiny_bundle.token_embedding.shape == (49408, 64)
 
 
+def test_bundle_records_each_graphs_signature(tiny_bundle, tmp_path):
+    """bundle.json keeps every graph's inputs and outputs as the file declares them, so servers
+    that run graphs elsewhere (Triton) need not load them; bundles without it read the file."""
+    import json
+    import shutil
+
+    from promptserve.exporters.bundle import BUNDLE_FILE, read_signature
+
+    for name in tiny_bundle.manifest.graphs:
+        info = tiny_bundle.manifest.graphs[name]
+        assert info.input_specs is not None and info.output_specs is not None
+        assert tiny_bundle.signature(name) == read_signature(tiny_bundle.graph_path(name))
+        assert [t.name for t in info.input_specs] == info.inputs
+    vision_in, _ = tiny_bundle.signature("vision")
+    assert vision_in[0].type == "tensor(float)" and vision_in[0].shape == ["batch", 3, 224, 224]
+    old = tmp_path / "old"  # as exported before the specs were written
+    shutil.copytree(tiny_bundle.dir, old)
+    raw = json.loads((old / BUNDLE_FILE).read_text())
+    for graph in raw["graphs"].values():
+        graph.pop("input_specs")
+        graph.pop("output_specs")
+    (old / BUNDLE_FILE).write_text(json.dumps(raw))
+    assert Bundle(old).signature("text") == tiny_bundle.signature("text")
+
+
 def test_engines_agree(tiny_bundle):
     ort = create_engine("onnxruntime", tiny_bundle, EngineOptions(threads=1))
     pt = create_engine("torch", tiny_bundle)
