@@ -130,12 +130,6 @@ def measure(run: Runner, pixels: np.ndarray, seconds: float) -> dict[str, float]
     }
 
 
-def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return float(cos.min())
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="ViT-B-16")
@@ -147,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from promptserve.exporters.bundle import Bundle
+    from promptserve.exporters.bundle import Bundle, output_agreement
 
     started = datetime.now()
     batches = [int(b) for b in args.batches.split(",")]
@@ -166,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, run in runners.items():
             try:
                 stats = measure(run, pixels, args.seconds)
-                stats["min_cosine_vs_torch_fp32"] = min_cosine(run(pixels), reference)
+                stats["min_cosine_vs_torch_fp32"] = output_agreement([run(pixels)], [reference])[1]
             except Exception as exc:  # noqa: BLE001 -- e.g. out of memory at a large batch
                 skipped[f"{name} @ batch {batch}"] = f"{type(exc).__name__}: {exc}"[:300]
                 continue

@@ -71,6 +71,19 @@ class ParityResult(BaseModel):
     passed: bool
 
 
+def output_agreement(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[float, float]:
+    """(max |got - want|, min cosine between matching rows) over paired outputs, each flattened
+    per batch row and compared in float64: the parity measure of every export check."""
+    diff, cos = 0.0, 1.0
+    for g, w in zip(got, want, strict=True):
+        g = np.asarray(g, np.float64).reshape(len(g), -1)
+        w = np.asarray(w, np.float64).reshape(len(w), -1)
+        diff = max(diff, float(np.abs(g - w).max()))
+        rows = (g * w).sum(-1) / (np.linalg.norm(g, axis=-1) * np.linalg.norm(w, axis=-1))
+        cos = min(cos, float(rows.min()))
+    return diff, cos
+
+
 class AnomalyGraphSpec(BaseModel):
     """What the `anomaly` graph was exported with: the input is `image_size` square (AnomalyCLIP
     resizes without keeping the aspect ratio), positional embedding interpolated to it."""

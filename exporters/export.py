@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -27,6 +26,7 @@ from promptserve.exporters.bundle import (
     PreprocessConfig,
     SegmentGraphSpec,
     WinCLIPGraphSpec,
+    output_agreement,
     read_signature,
 )
 from promptserve.exporters.deep_prompts import DeepPromptSlots
@@ -272,11 +272,7 @@ def _parity(module, path: Path, args: tuple, tolerance: float) -> ParityResult:
     with torch.no_grad():
         want = module(*args)
     want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
-    diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True))
-    cos = min(
-        float(_cosines(g.reshape(len(g), -1), w.reshape(len(w), -1)).min())
-        for g, w in zip(got, want, strict=True)
-    )
+    diff, cos = output_agreement(got, want)
     return ParityResult(
         max_abs_diff=diff,
         min_cosine=cos,
@@ -284,10 +280,6 @@ def _parity(module, path: Path, args: tuple, tolerance: float) -> ParityResult:
         batch=len(got[0]),
         passed=diff <= tolerance,
     )
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
 def _square(size: int | tuple[int, int] | list[int]) -> int:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptserve.exporters.bundle import Bundle
+from promptserve.exporters.bundle import Bundle, output_agreement
 
 TRT_PROVIDER = "TensorrtExecutionProvider"
 
@@ -184,11 +184,9 @@ def build_engines(
                 i.name: rng.standard_normal((batch, *i.shape[1:])).astype(np.float32)
                 for i in cpu.get_inputs()
             }
-            for got, want in zip(trt.run(None, feeds), cpu.run(None, feeds), strict=True):
-                g, w = got.reshape(batch, -1).astype(np.float64), want.reshape(batch, -1)
-                diffs.append(float(np.abs(g - w).max()))
-                cos = (g * w).sum(-1) / (np.linalg.norm(g, axis=-1) * np.linalg.norm(w, axis=-1))
-                cosines.append(float(cos.min()))
+            diff, cos = output_agreement(trt.run(None, feeds), cpu.run(None, feeds))
+            diffs.append(diff)
+            cosines.append(cos)
         report.append(
             EngineParity(
                 graph=graph,

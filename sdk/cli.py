@@ -77,10 +77,13 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
     print(f"Triton model repository written to {args.output}")
     if trt is None:
         return 0
-    accelerated = sorted(
-        p.parent.name for p in Path(args.output).glob("*/config.pbtxt")
-        if 'name : "tensorrt"' in p.read_text()
-    )  # fmt: skip
+    from promptserve.exporters.triton import CONFIG_FILE, parse_config
+
+    accelerated = [  # as Triton will read them: the written configs, parsed
+        name for name, skipped in names.items() if skipped is None
+        and parse_config((Path(args.output) / name / CONFIG_FILE).read_text())
+        .optimization.execution_accelerators.gpu_execution_accelerator
+    ]  # fmt: skip
     print(f"TensorRT {trt.precision} accelerator (engine cache {trt.cache_path}): {accelerated}")
     if args.tensorrt_on_server:
         print("Triton builds these engines at model load; nothing was built or checked here.")
