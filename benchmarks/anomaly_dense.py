@@ -34,9 +34,9 @@ ARCH, TAPS, DPAM = "ViT-B-16", (3, 6, 9, 12), 10
 _EXPORT = """
 import sys
 from pathlib import Path
-from promptserve.exporters.bundle import AnomalyGraphSpec
-from promptserve.exporters.export import export_bundle
-from promptserve.exporters.seeded import seeded_backbone
+from promptserve.models.bundle import AnomalyGraphSpec
+from promptserve.models.clip.export.onnx import export_bundle
+from promptserve.models.clip.export.seeded import seeded_backbone
 arch, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 spec = seeded_backbone(arch, seed=0, directory=cache / "backbones")
 export_bundle(spec, out, deep_prompts=False,
@@ -48,9 +48,9 @@ _EXPORT_WINCLIP = """
 import sys
 from pathlib import Path
 import torch
-from promptserve.exporters.dense_graphs import WinCLIPVisionGraph
-from promptserve.exporters.export import _export
-from promptserve.exporters.seeded import seeded_backbone
+from promptserve.models.clip.dense_graphs import WinCLIPVisionGraph
+from promptserve.models.clip.export.onnx import _export
+from promptserve.models.clip.export.seeded import seeded_backbone
 arch, cache, out, scales = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 model = seeded_backbone(arch, seed=0, directory=cache / "backbones").load().eval()
 graph = WinCLIPVisionGraph(model, scales=tuple(int(s) for s in scales.split(","))).eval()
@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
 
-    from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.maps import resize_bilinear
-    from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams, AnomalyHead
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.maps import resize_bilinear
+    from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPParams, AnomalyHead
     from promptserve.serving.engines.base import EngineOptions, create_engine
     from promptserve.types import EncodedArray
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from serve_classify import ensure_bundle, machine_info
 
-from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
-from promptserve.exporters.bundle import Bundle
-from promptserve.exporters.methods import get_method
-from promptserve.exporters.seeded import default_cache_dir
+from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+from promptserve.models.bundle import Bundle
+from promptserve.models.clip.export.seeded import default_cache_dir
+from promptserve.models.clip.methods import get_method
 from promptserve.serving.engines.base import EngineOptions, create_engine
 
 RESULTS = Path(__file__).parent / "results"

@@ -146,7 +146,7 @@ def _classes(k: int, n: int = 10) -> list[str]:
 
 
 def coop_artifact(k: int, backbone_id: str, width: int):
-    from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
+    from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
 
     rng = np.random.default_rng(1000 + k)
     manifest = ArtifactManifest(
@@ -163,7 +163,7 @@ def coop_artifact(k: int, backbone_id: str, width: int):
 
 def maple_artifact(k: int, backbone_id: str, text_w: int, vision_w: int, depth: int = 9):
     """MaPLe's official shapes (N_CTX 2, PROMPT_DEPTH 9), fp16 as PREC fp16 saves them."""
-    from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
+    from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
 
     rng = np.random.default_rng(5000 + k)
 
@@ -192,14 +192,14 @@ def maple_artifact(k: int, backbone_id: str, text_w: int, vision_w: int, depth: 
 
 
 def bench_engine(bundle_dir: Path, jpegs: list[bytes], args) -> list[dict[str, Any]]:
-    from promptserve._images import crop_uint8, decode_image, normalize
-    from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.deep_prompts import (
+    from promptserve.images import crop_uint8, decode_image, normalize
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.deep_prompts import (
         DeepPrompts,
         VisualPromptBatch,
         plan_vision_calls,
     )
-    from promptserve.exporters.methods import MaPLeMethod
+    from promptserve.models.clip.methods import MaPLeMethod
     from promptserve.serving.engines.base import EngineOptions, create_engine
 
     bundle = Bundle(bundle_dir)
@@ -328,8 +328,8 @@ def _register_all(client, artifacts: dict[str, Any], workdir: Path, desc: str) -
 def bench_served(bundle_dir: Path, jpegs: list[bytes], args, report: dict) -> dict[str, Any]:
 
     from promptserve import Client
-    from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.importers.templates import build_templates
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.export.importers.templates import build_templates
 
     m = Bundle(bundle_dir).manifest
     workdir = Path(tempfile.mkdtemp(prefix="promptserve-mix-"))

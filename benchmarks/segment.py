@@ -51,9 +51,9 @@ SIZES, CLASS_COUNTS = (448, 896), (20, 150)
 _EXPORT = """
 import sys
 from pathlib import Path
-from promptserve.exporters.bundle import SegmentGraphSpec
-from promptserve.exporters.export import export_bundle
-from promptserve.exporters.seeded import seeded_backbone
+from promptserve.models.bundle import SegmentGraphSpec
+from promptserve.models.clip.export.onnx import export_bundle
+from promptserve.models.clip.export.seeded import seeded_backbone
 arch, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 spec = seeded_backbone(arch, seed=0, directory=cache / "backbones")
 export_bundle(spec, out, deep_prompts=False, segment=[SegmentGraphSpec(method="sclip")])
@@ -95,10 +95,10 @@ def _time(fn, iterations: int) -> list[float]:
 
 
 def bench_engine(bundle_dir: Path, args) -> list[dict[str, Any]]:
-    from promptserve._images import normalize
-    from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.methods.segment import DEFAULTS, cut_windows, segment, window_boxes
-    from promptserve.exporters.text import template_ensemble
+    from promptserve.images import normalize
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.methods.segment import DEFAULTS, cut_windows, segment, window_boxes
+    from promptserve.models.clip.text import template_ensemble
     from promptserve.serving.engines.base import EngineOptions, create_engine
 
     bundle = Bundle(bundle_dir)

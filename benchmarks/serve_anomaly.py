@@ -50,9 +50,9 @@ ARCH, TAPS, DPAM, SCALES = "ViT-B-16", (3, 6, 9, 12), 10, (2,)
 _EXPORT = """
 import sys
 from pathlib import Path
-from promptserve.exporters.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
-from promptserve.exporters.export import export_bundle
-from promptserve.exporters.seeded import seeded_backbone
+from promptserve.models.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
+from promptserve.models.clip.export.onnx import export_bundle
+from promptserve.models.clip.export.seeded import seeded_backbone
 arch, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 spec = seeded_backbone(arch, seed=0, directory=cache / "backbones")
 export_bundle(spec, out,  # AnomalyCLIP needs the prompted text graph
@@ -72,8 +72,8 @@ def ensure_bundle(cache: Path) -> Path:
 def anomalyclip_artifact(backbone_id: str, width: int):
     """Random prompts shaped as the official 9_12_4_multiscale run's (n_ctx 12, depth 9,
     t_n_ctx 4): the cost of a real artifact, meaningless scores."""
-    from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
-    from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams
+    from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+    from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPParams
 
     rng = np.random.default_rng(0)
 
@@ -99,9 +99,9 @@ def anomalyclip_artifact(backbone_id: str, width: int):
 
 def bench_engine(bundle_dir: Path, jpeg: bytes, args) -> list[dict[str, Any]]:
     """The bare engine: decode + resize + graph + map arithmetic + float16 encoding, per call."""
-    from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.methods.anomalyclip import AnomalyCLIPMethod
-    from promptserve.exporters.methods.winclip import WinCLIPHead
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPMethod
+    from promptserve.models.clip.methods.winclip import WinCLIPHead
     from promptserve.serving.config import LimitsConfig
     from promptserve.serving.deployments.encoder import _anomaly_results
     from promptserve.serving.engines.base import EngineOptions, create_engine
@@ -149,8 +149,8 @@ def bench_served(bundle_dir: Path, jpeg: bytes, args, report: dict) -> list[dict
     import httpx
 
     from promptserve import Client
-    from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.importers.templates import build_templates
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.export.importers.templates import build_templates
 
     m = Bundle(bundle_dir).manifest
     workdir = Path(tempfile.mkdtemp(prefix="promptserve-anomaly-"))

@@ -98,8 +98,8 @@ def make_jpeg(seed: int, size: int = 224, quality: int = 90) -> bytes:
 _EXPORT = """
 import sys
 from pathlib import Path
-from promptserve.exporters.export import export_bundle
-from promptserve.exporters.seeded import seeded_backbone
+from promptserve.models.clip.export.onnx import export_bundle
+from promptserve.models.clip.export.seeded import seeded_backbone
 arch, seed, cache, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 export_bundle(seeded_backbone(arch, seed=seed, directory=cache / "backbones"), out)
 """
@@ -111,7 +111,7 @@ def ensure_bundle(arch: str, seed: int, cache: Path) -> Path:
     The export runs in a child process: torch left loaded in this process was seen to halve
     the bare engine's throughput on a 2-core machine.
     """
-    from promptserve.exporters.bundle import BUNDLE_FILE
+    from promptserve.models.bundle import BUNDLE_FILE
 
     out = cache / f"{arch}-seed{seed}"
     if (out / BUNDLE_FILE).exists():
@@ -159,8 +159,8 @@ def latency_stats(seconds: list[float]) -> dict[str, float | None]:
 def bench_engine(
     bundle_dir: Path, jpegs: list[bytes], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    from promptserve._images import crop_uint8, decode_image, normalize
-    from promptserve.exporters.bundle import Bundle
+    from promptserve.images import crop_uint8, decode_image, normalize
+    from promptserve.models.bundle import Bundle
     from promptserve.serving.engines.base import EngineOptions, create_engine
 
     bundle = Bundle(bundle_dir)
@@ -431,8 +431,8 @@ def bench_served(
     bundle_dir: Path, jpegs: list[bytes], args: argparse.Namespace, report: dict
 ) -> list[dict]:
     from promptserve import Client
-    from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.importers.templates import build_templates
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.export.importers.templates import build_templates
     from promptserve.serving.config import AppConfig
 
     bundle = Bundle(bundle_dir)
@@ -910,8 +910,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     signal.signal(signal.SIGTERM, _sigterm)
-    from promptserve.exporters.bundle import Bundle
-    from promptserve.exporters.seeded import default_cache_dir
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.export.seeded import default_cache_dir
 
     cache = args.cache_dir or default_cache_dir() / "bench"
     weights = WEIGHTS_NOTE.format(arch=args.arch, seed=args.seed)

@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from ray import serve
 
-    from promptserve.exporters.bundle import Bundle
     from promptserve.exporters.triton import TritonOptions, write_model_repository
+    from promptserve.models.bundle import Bundle
     from promptserve.serving.app import build_app
 
     started = datetime.now()

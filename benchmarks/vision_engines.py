@@ -42,7 +42,7 @@ Runner = Callable[[np.ndarray], np.ndarray]
 def torch_runners(bundle, device: str, compile_: bool) -> tuple[dict[str, Runner], dict[str, str]]:
     import torch
 
-    from promptserve.exporters.graphs import VisionGraph
+    from promptserve.models.clip.graphs import VisionGraph
 
     model = bundle.manifest.backbone.load()
     runners, skipped = {}, {}
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from promptserve.exporters.bundle import Bundle, output_agreement
+    from promptserve.models.bundle import Bundle, output_agreement
 
     started = datetime.now()
     batches = [int(b) for b in args.batches.split(",")]

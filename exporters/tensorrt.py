@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptserve.exporters.bundle import Bundle, output_agreement
+from promptserve.models.bundle import Bundle, output_agreement
 
 TRT_PROVIDER = "TensorrtExecutionProvider"
 

@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptserve.exporters.bundle import Bundle
 from promptserve.exporters.tensorrt import TensorRTOptions, static_but_batch, triton_accelerator
+from promptserve.models.bundle import Bundle
 
 CONFIG_FILE = "config.pbtxt"
 # ONNX TensorProto element types -> Triton data types

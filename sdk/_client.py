@@ -29,7 +29,7 @@ from promptserve._constants import (
     PROGRESS_THRESHOLD,
 )
 from promptserve._exceptions import InvalidInput
-from promptserve._images import _RESAMPLE, ImageInput, image_to_bytes
+from promptserve.images import _RESAMPLE, ImageInput, image_to_bytes
 from promptserve.types import (
     AnomalyRequest,
     AnomalyResponse,

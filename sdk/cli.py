@@ -16,14 +16,14 @@ DEMO_HINT = "`demo` (a tiny backbone with seeded random weights)"
 
 
 def _backbone(text: str):
-    from promptserve.exporters.backbones import BackboneSpec
-    from promptserve.exporters.seeded import seeded_backbone
+    from promptserve.models.clip.backbone import BackboneSpec
+    from promptserve.models.clip.export.seeded import seeded_backbone
 
     return seeded_backbone() if text == "demo" else BackboneSpec.parse(text)
 
 
 def _segment_specs(text: str) -> tuple:
-    from promptserve.exporters.bundle import SegmentGraphSpec
+    from promptserve.models.bundle import SegmentGraphSpec
 
     specs = []
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -36,9 +36,9 @@ def _segment_specs(text: str) -> tuple:
 
 
 def cmd_export_triton(args: argparse.Namespace) -> int:
-    from promptserve.exporters.bundle import Bundle
     from promptserve.exporters.tensorrt import TensorRTOptions, tensorrt_provider
     from promptserve.exporters.triton import TritonOptions, write_model_repository
+    from promptserve.models.bundle import Bundle
 
     if args.bundle is None:
         print(
@@ -108,8 +108,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.backbone is None:
         print("--backbone is required (or --format triton --bundle DIR)", file=sys.stderr)
         return 2
-    from promptserve.exporters.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
-    from promptserve.exporters.export import export_bundle
+    from promptserve.models.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
+    from promptserve.models.clip.export.onnx import export_bundle
 
     manifest = export_bundle(
         _backbone(args.backbone),
@@ -131,8 +131,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _import_coop(args: argparse.Namespace, spec):
-    from promptserve.exporters.importers import read_classnames
-    from promptserve.exporters.importers.coop import import_coop
+    from promptserve.models.clip.export.importers import read_classnames
+    from promptserve.models.clip.export.importers.coop import import_coop
 
     return import_coop(
         args.checkpoint,
@@ -143,8 +143,8 @@ def _import_coop(args: argparse.Namespace, spec):
 
 
 def _import_kgcoop(args: argparse.Namespace, spec):
-    from promptserve.exporters.importers import read_classnames
-    from promptserve.exporters.importers.coop import import_kgcoop
+    from promptserve.models.clip.export.importers import read_classnames
+    from promptserve.models.clip.export.importers.coop import import_kgcoop
 
     return import_kgcoop(
         args.checkpoint, classnames=read_classnames(args.classnames), backbone=spec
@@ -152,8 +152,8 @@ def _import_kgcoop(args: argparse.Namespace, spec):
 
 
 def _import_cocoop(args: argparse.Namespace, spec):
-    from promptserve.exporters.importers import read_classnames
-    from promptserve.exporters.importers.cocoop import import_cocoop
+    from promptserve.models.clip.export.importers import read_classnames
+    from promptserve.models.clip.export.importers.cocoop import import_cocoop
 
     return import_cocoop(
         args.checkpoint, classnames=read_classnames(args.classnames), backbone=spec
@@ -161,8 +161,8 @@ def _import_cocoop(args: argparse.Namespace, spec):
 
 
 def _import_deep(args: argparse.Namespace, spec):
-    from promptserve.exporters.importers import read_classnames
-    from promptserve.exporters.importers.deep import import_ivlp, import_maple
+    from promptserve.models.clip.export.importers import read_classnames
+    from promptserve.models.clip.export.importers.deep import import_ivlp, import_maple
 
     fn = import_maple if args.method == "maple" else import_ivlp
     return fn(
@@ -174,8 +174,8 @@ def _import_deep(args: argparse.Namespace, spec):
 
 
 def _import_anomalyclip(args: argparse.Namespace, spec):
-    from promptserve.exporters.importers.anomalyclip import import_anomalyclip
-    from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams
+    from promptserve.models.clip.export.importers.anomalyclip import import_anomalyclip
+    from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPParams
 
     params = AnomalyCLIPParams(
         taps=args.taps, dpam_layer=args.dpam_layer, image_size=args.image_size, sigma=args.sigma
@@ -184,16 +184,16 @@ def _import_anomalyclip(args: argparse.Namespace, spec):
 
 
 def _import_cupl(args: argparse.Namespace, spec):
-    from promptserve.exporters.importers import read_classnames
-    from promptserve.exporters.importers.cupl import import_cupl
+    from promptserve.models.clip.export.importers import read_classnames
+    from promptserve.models.clip.export.importers.cupl import import_cupl
 
     names = read_classnames(args.classnames) if args.classnames else None
     return import_cupl(args.prompts, backbone_id=spec.id, classnames=names, variant=args.variant)
 
 
 def _import_templates(args: argparse.Namespace, spec):
-    from promptserve.exporters.importers import read_classnames
-    from promptserve.exporters.importers.templates import build_templates
+    from promptserve.models.clip.export.importers import read_classnames
+    from promptserve.models.clip.export.importers.templates import build_templates
 
     templates = args.templates
     if templates not in ("imagenet80", "default") and Path(templates).exists():
@@ -241,7 +241,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from promptserve.serving.demo import run_demo
+    from promptserve.demo import run_demo
 
     return run_demo(workdir=args.workdir, port=args.port, once=args.once)
 

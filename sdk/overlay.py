@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from promptserve._images import decode_image
+from promptserve.images import decode_image
 
 # A perceptual blue -> green -> yellow -> red ramp (5 stops, linearly interpolated).
 _STOPS = np.array(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from promptserve.exporters.artifacts import first_validation_error
+from promptserve.models.artifacts import first_validation_error
 from promptserve.types.errors import ErrorBody, ErrorDetail, ErrorType
 
 

@@ -15,9 +15,9 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from promptserve.exporters.methods import get_method
-from promptserve.exporters.methods.base import ClassHead
-from promptserve.exporters.text import TextTower, template_ensemble
+from promptserve.models.clip.methods import get_method
+from promptserve.models.clip.methods.base import ClassHead
+from promptserve.models.clip.text import TextTower, template_ensemble
 from promptserve.serving.errors import PromptNotFound
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from promptserve._images import ImageDecodeError, crop_uint8, decode_image
-from promptserve.exporters.bundle import PreprocessConfig
+from promptserve.images import ImageDecodeError, crop_uint8, decode_image
+from promptserve.models.bundle import PreprocessConfig
 from promptserve.serving.config import LimitsConfig
 from promptserve.serving.errors import InvalidInput, PayloadTooLarge
 from promptserve.types import AnomalyRequest, ClassifyRequest, SegmentRequest
@@ -88,7 +88,7 @@ def decode_for_segment(
     side at most 2048), bilinear; uint8 [H, W, 3] and the original (height, width)."""
     from PIL import Image
 
-    from promptserve.exporters.methods.segment import resized_size
+    from promptserve.models.clip.methods.segment import resized_size
 
     try:
         img = decode_image(blob, max_pixels=limits.max_image_pixels)

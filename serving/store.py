@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from promptserve.exporters.artifacts import (
+from promptserve.models.artifacts import (
     MANIFEST_FILE,
     TENSORS_FILE,
     ArtifactManifest,

@@ -29,7 +29,7 @@ SEGMENT_METHODS = ("sclip", "clearclip", "maskclip")  # the served default first
 
 @pytest.fixture(scope="session")
 def tiny_spec(tmp_path_factory):
-    from promptserve.exporters.seeded import seeded_backbone
+    from promptserve.models.clip.export.seeded import seeded_backbone
 
     return seeded_backbone(directory=tmp_path_factory.mktemp("backbones"), seed=0)
 
@@ -41,13 +41,13 @@ def tiny_model(tiny_spec):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_spec, tmp_path_factory):
-    from promptserve.exporters.bundle import (
+    from promptserve.models.bundle import (
         AnomalyGraphSpec,
         Bundle,
         SegmentGraphSpec,
         WinCLIPGraphSpec,
     )
-    from promptserve.exporters.export import export_bundle
+    from promptserve.models.clip.export.onnx import export_bundle
 
     out = tmp_path_factory.mktemp("bundle")
     # with AnomalyCLIP's dense graph at the tiny ViT's size (DPAM on its last 2 of 3 blocks)
@@ -76,7 +76,7 @@ def make_image(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG")
 def assert_served_maps(images, results, head, encode, preprocess) -> None:
     """Served anomaly results equal the same computation without the server: squash-resize to
     224, normalise, the dense graph (`encode`), the head, the map resized back to the image."""
-    from promptserve.exporters.maps import resize_bilinear
+    from promptserve.models.clip.maps import resize_bilinear
 
     for img_bytes, result in zip(images, results, strict=True):
         img = Image.open(io.BytesIO(img_bytes)).convert("RGB")

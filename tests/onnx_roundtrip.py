@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from promptserve.exporters.export import _export
+from promptserve.models.clip.export.onnx import _export
 
 
 def assert_onnx_matches_torch(

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from promptserve._images import normalize
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.bundle import Bundle
-from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch, plan_vision_calls
-from promptserve.exporters.maps import resize_bilinear
-from promptserve.exporters.methods import get_method
-from promptserve.exporters.methods.base import ClassHead, DenseHead
-from promptserve.exporters.methods.segment import class_scores, segment
-from promptserve.exporters.methods.winclip import WinCLIPHead
+from promptserve.images import normalize
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.bundle import Bundle
+from promptserve.models.clip.deep_prompts import DeepPrompts, VisualPromptBatch, plan_vision_calls
+from promptserve.models.clip.maps import resize_bilinear
+from promptserve.models.clip.methods import get_method
+from promptserve.models.clip.methods.base import ClassHead, DenseHead
+from promptserve.models.clip.methods.segment import class_scores, segment
+from promptserve.models.clip.methods.winclip import WinCLIPHead
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
 from promptserve.serving.engines.base import create_engine

@@ -27,11 +27,11 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptserve import __version__
-from promptserve.exporters.artifacts import MANIFEST_FILE, TENSORS_FILE
-from promptserve.exporters.bundle import Bundle, SegmentGraphSpec
-from promptserve.exporters.methods.segment import DEFAULTS as SEGMENT_DEFAULTS
-from promptserve.exporters.methods.segment import cut_windows, window_boxes
-from promptserve.exporters.templates import resolve_templates
+from promptserve.models.artifacts import MANIFEST_FILE, TENSORS_FILE
+from promptserve.models.bundle import Bundle, SegmentGraphSpec
+from promptserve.models.clip.methods.segment import DEFAULTS as SEGMENT_DEFAULTS
+from promptserve.models.clip.methods.segment import cut_windows, window_boxes
+from promptserve.models.clip.templates import resolve_templates
 from promptserve.serving.config import AppConfig, LimitsConfig
 from promptserve.serving.deployments.encoder import (
     AnomalyCall,

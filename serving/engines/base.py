@@ -12,10 +12,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.bundle import Bundle, BundleError
-from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
 from promptserve.exporters.tensorrt import TensorRTOptions
-from promptserve.exporters.text import TextTower
+from promptserve.models.bundle import Bundle, BundleError
+from promptserve.models.clip.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
+from promptserve.models.clip.text import TextTower
 
 
 class TritonClientOptions(BaseModel):

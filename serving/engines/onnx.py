@@ -8,13 +8,13 @@ from typing import ClassVar
 import numpy as np
 
 from promptserve._optional import require
-from promptserve.exporters.bundle import Bundle
 from promptserve.exporters.tensorrt import (
     TRT_PROVIDER,
     TensorRTOptions,
     provider_options,
     static_but_batch,
 )
+from promptserve.models.bundle import Bundle
 from promptserve.serving.engines.base import Engine, EngineOptions
 
 # the batch profile must cover any encoder.max_batch_size (AppConfig checks explicit options)

@@ -1,5 +1,5 @@
 """Eager torch engine: the bundle's backbone spec loaded with open_clip, run through the same
-graph modules that export traced (exporters/graphs.py)."""
+graph modules that export traced (models/clip/graphs.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from promptserve._optional import require
-from promptserve.exporters.bundle import Bundle
+from promptserve.models.bundle import Bundle
 from promptserve.serving.engines.base import Engine, EngineOptions
 
 
@@ -18,8 +18,8 @@ class TorchEngine(Engine):
     def __init__(self, bundle: Bundle, options: EngineOptions | None = None) -> None:
         super().__init__(bundle, options)
         torch = require("torch")
-        from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph, WinCLIPVisionGraph
-        from promptserve.exporters.graphs import (
+        from promptserve.models.clip.dense_graphs import AnomalyCLIPVisionGraph, WinCLIPVisionGraph
+        from promptserve.models.clip.graphs import (
             PromptedTextGraph,
             PromptedVisionGraph,
             TextGraph,

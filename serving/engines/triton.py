@@ -38,7 +38,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from promptserve._optional import require
-from promptserve.exporters.bundle import Bundle
+from promptserve.models.bundle import Bundle
 from promptserve.serving.engines.base import Engine, EngineOptions, TritonClientOptions
 from promptserve.serving.errors import BackendUnavailable
 

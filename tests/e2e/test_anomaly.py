@@ -15,11 +15,11 @@ from conftest import ANOMALY_TAPS, assert_served_maps, make_image
 from PIL import Image
 
 from promptserve import Client, InvalidInput, PromptNotFound, overlay
-from promptserve.exporters.artifacts import PromptArtifact
-from promptserve.exporters.importers.anomalyclip import import_anomalyclip
-from promptserve.exporters.importers.templates import build_templates
-from promptserve.exporters.methods import get_method
-from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams
+from promptserve.models.artifacts import PromptArtifact
+from promptserve.models.clip.export.importers.anomalyclip import import_anomalyclip
+from promptserve.models.clip.export.importers.templates import build_templates
+from promptserve.models.clip.methods import get_method
+from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity"))
 from anomalyclip_reference import PromptLearner

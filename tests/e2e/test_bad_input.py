@@ -13,8 +13,8 @@ import pytest
 from conftest import API_KEY
 
 from promptserve import AuthError, BackboneMismatch, Client, InvalidInput, PromptNotFound
-from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
-from promptserve.exporters.importers.templates import build_templates
+from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+from promptserve.models.clip.export.importers.templates import build_templates
 from promptserve.serving.store import PromptStore
 
 

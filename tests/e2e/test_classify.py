@@ -13,8 +13,8 @@ import pytest
 import reference
 
 from promptserve import AsyncClient, Client
-from promptserve.exporters.importers.templates import build_templates
-from promptserve.exporters.templates import IMAGENET_80
+from promptserve.models.clip.export.importers.templates import build_templates
+from promptserve.models.clip.templates import IMAGENET_80
 
 CLASSES = ["cat", "golden retriever", "fire truck", "sea anemone"]
 
@@ -157,7 +157,7 @@ def test_cupl_artifact_served_equals_direct_torch(client, tiny_spec, tiny_model,
     import open_clip
     import torch
 
-    from promptserve.exporters.importers.cupl import import_cupl
+    from promptserve.models.clip.export.importers.cupl import import_cupl
 
     prompts = {
         "cat": ["A small feline with whiskers.", "A cat sleeping."],
@@ -197,7 +197,7 @@ def test_cocoop_served_equals_official_forward(
         save_cocoop_checkpoint,
     )
 
-    from promptserve.exporters.importers.cocoop import import_cocoop
+    from promptserve.models.clip.export.importers.cocoop import import_cocoop
 
     learner = PromptLearner(CLASSNAMES, tiny_model, n_ctx=4, seed=8)
     path = save_cocoop_checkpoint(tmp_path, learner, torch.float32)

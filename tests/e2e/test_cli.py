@@ -180,7 +180,7 @@ def test_export_custom_config(tmp_path, tiny_spec):
 
 
 def test_prompts_commands_against_a_server(server, tiny_spec, tmp_path):
-    from promptserve.exporters.importers.templates import build_templates
+    from promptserve.models.clip.export.importers.templates import build_templates
 
     build_templates(["a", "b"], backbone_id=tiny_spec.id, templates=["a {}."]).save(
         tmp_path / "art"
@@ -217,7 +217,7 @@ def test_demo_once_exits_zero(tmp_path):
 
 
 def test_serve_preloads_and_stops_cleanly_on_ctrl_c(tiny_bundle, tiny_spec, tmp_path):
-    from promptserve.exporters.importers.templates import build_templates
+    from promptserve.models.clip.export.importers.templates import build_templates
 
     build_templates(["a", "b"], backbone_id=tiny_spec.id).save(tmp_path / "arts" / "preloaded-pets")
     port = _free_port()

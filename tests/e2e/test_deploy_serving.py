@@ -66,7 +66,7 @@ def _used_metric_names() -> set[str]:
 
 
 def test_alerts_and_dashboard_use_exported_metrics(server, ray_cluster, tiny_spec, tmp_path):
-    from promptserve.exporters.importers.templates import build_templates
+    from promptserve.models.clip.export.importers.templates import build_templates
 
     url = server["base_url"]
 

@@ -9,7 +9,7 @@ import time
 import httpx
 
 from promptserve import Client
-from promptserve.exporters.importers.templates import build_templates
+from promptserve.models.clip.export.importers.templates import build_templates
 
 
 def _scrape_until(port: int, patterns: list[str], timeout_s: float = 90) -> str:

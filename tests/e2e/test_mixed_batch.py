@@ -13,9 +13,9 @@ from deep_checkpoints import CLASSNAMES, ivlp_checkpoint, maple_checkpoint
 from ray import serve
 
 from promptserve import Client
-from promptserve._images import crop_uint8, decode_image
-from promptserve.exporters.importers.deep import import_ivlp, import_maple
-from promptserve.exporters.importers.templates import build_templates
+from promptserve.images import crop_uint8, decode_image
+from promptserve.models.clip.export.importers.deep import import_ivlp, import_maple
+from promptserve.models.clip.export.importers.templates import build_templates
 from promptserve.serving.deployments.encoder import ClassifyCall
 
 PROMPTS = {

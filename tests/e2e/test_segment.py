@@ -14,9 +14,9 @@ from conftest import SEGMENT_METHODS, make_image
 from PIL import Image
 
 from promptserve import Client, InvalidInput, segment_overlay
-from promptserve.exporters.importers.templates import build_templates
-from promptserve.exporters.methods.segment import DEFAULTS, cut_windows, segment, window_boxes
-from promptserve.exporters.text import template_ensemble
+from promptserve.models.clip.export.importers.templates import build_templates
+from promptserve.models.clip.methods.segment import DEFAULTS, cut_windows, segment, window_boxes
+from promptserve.models.clip.text import template_ensemble
 from promptserve.serving.config import LimitsConfig
 from promptserve.serving.inputs import decode_for_segment
 
@@ -25,7 +25,7 @@ TEMPLATE = ["a photo of a {}."]
 
 def _direct(bundle, blob, names, name_class, method, *, short_side, stride=112):
     """The server's computation without the server."""
-    from promptserve._images import normalize
+    from promptserve.images import normalize
     from promptserve.serving.engines.base import create_engine
 
     engine = create_engine("onnxruntime", bundle)

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from triton_server import start_triton, triton_home
 
 from promptserve import Client, ServerOverloaded
-from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch
 from promptserve.exporters.triton import TritonOptions, write_model_repository
+from promptserve.models.clip.deep_prompts import DeepPrompts, VisualPromptBatch
 from promptserve.serving.engines.base import EngineOptions, TritonClientOptions, create_engine
 from promptserve.serving.errors import BackendUnavailable
 

@@ -11,7 +11,7 @@ from conftest import WINCLIP_SCALES, assert_served_maps, make_image
 from ray import serve
 
 from promptserve import Client, InvalidInput
-from promptserve.exporters.methods.winclip import WinCLIPHead
+from promptserve.models.clip.methods.winclip import WinCLIPHead
 from promptserve.serving.deployments.encoder import AnomalyCall
 from promptserve.serving.inputs import decode_resized
 

@@ -15,7 +15,7 @@ from onnx_roundtrip import assert_onnx_matches_torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomalyclip_reference import AnomalyCLIPVisual
 
-from promptserve.exporters.dense_graphs import AnomalyCLIPVisionGraph
+from promptserve.models.clip.dense_graphs import AnomalyCLIPVisionGraph
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "anomaly-tiny-vit.json"
 TAPS = (6, 12, 18, 24)
@@ -25,7 +25,7 @@ TAPS = (6, 12, 18, 24)
 def model(tmp_path_factory):
     """A 24-layer ViT (taps 6/12/18/24 and DPAM from layer 5 as with ViT-L/14), 14-px patches,
     trained size 56, seeded random weights."""
-    from promptserve.exporters.seeded import seeded_backbone
+    from promptserve.models.clip.export.seeded import seeded_backbone
 
     spec = seeded_backbone(str(CONFIG), seed=0, directory=tmp_path_factory.mktemp("anomaly"))
     return spec.load().eval()
@@ -85,9 +85,9 @@ def _text_tower(model):
     """The method's text side on our prompted text graph (torch), as an engine runs it."""
     import open_clip
 
-    from promptserve.exporters.graphs import PromptedTextGraph
-    from promptserve.exporters.text import TextTower
-    from promptserve.exporters.tokenizer import ClipTokenizer
+    from promptserve.models.clip.graphs import PromptedTextGraph
+    from promptserve.models.clip.text import TextTower
+    from promptserve.models.clip.tokenizer import ClipTokenizer
 
     graph = PromptedTextGraph(model).eval()
 
@@ -110,14 +110,14 @@ def test_anomalyclip_scores_and_maps_match_official(model, tmp_path, size):
     against test.py's arithmetic (scipy's gaussian_filter included)."""
     from anomalyclip_reference import PromptLearner, official_test_step
 
-    from promptserve.exporters.backbones import BackboneSpec
-    from promptserve.exporters.importers.anomalyclip import import_anomalyclip
-    from promptserve.exporters.methods.anomalyclip import (
+    from promptserve.models.clip.backbone import BackboneSpec
+    from promptserve.models.clip.export.importers.anomalyclip import import_anomalyclip
+    from promptserve.models.clip.export.seeded import seeded_backbone
+    from promptserve.models.clip.methods.anomalyclip import (
         AnomalyCLIPParams,
         anomaly_outputs,
         text_features,
     )
-    from promptserve.exporters.seeded import seeded_backbone
 
     spec: BackboneSpec = seeded_backbone(str(CONFIG), seed=0, directory=tmp_path / "b")
     # depth 2 on the tiny 2-layer text tower: deep prompts at layer 1 (the official uses 9 of 12)
@@ -159,9 +159,9 @@ def test_anomalyclip_scores_and_maps_match_official(model, tmp_path, size):
 
 @pytest.fixture(scope="module")
 def anomaly_bundle(model, tmp_path_factory):
-    from promptserve.exporters.bundle import AnomalyGraphSpec, Bundle
-    from promptserve.exporters.export import export_bundle
-    from promptserve.exporters.seeded import seeded_backbone
+    from promptserve.models.bundle import AnomalyGraphSpec, Bundle
+    from promptserve.models.clip.export.onnx import export_bundle
+    from promptserve.models.clip.export.seeded import seeded_backbone
 
     spec = seeded_backbone(str(CONFIG), seed=0, directory=tmp_path_factory.mktemp("anomaly-b"))
     out = tmp_path_factory.mktemp("anomaly-bundle")
@@ -191,7 +191,7 @@ def test_bundle_exports_the_anomaly_graph_and_engines_run_it(model, anomaly_bund
 
 
 def test_bundle_without_anomaly_graph_says_how_to_get_one(tiny_bundle):
-    from promptserve.exporters.bundle import Bundle, BundleError
+    from promptserve.models.bundle import Bundle, BundleError
     from promptserve.serving.engines.base import create_engine
 
     bundle = Bundle(tiny_bundle.dir)  # a private copy: the manifest is edited below

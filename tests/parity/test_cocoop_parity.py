@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import coop_reference as ref
 from dassl_layout import dassl_importable
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.importers.cocoop import import_cocoop
-from promptserve.exporters.methods import get_method
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.export.importers.cocoop import import_cocoop
+from promptserve.models.clip.methods import get_method
 from promptserve.serving.engines.base import create_engine
 
 CLASSNAMES = ["golden_retriever", "air conditioner", "cat", "sea anemone", "fire truck"]

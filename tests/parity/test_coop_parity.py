@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import coop_reference as ref  # noqa: E402
 from dassl_layout import dassl_importable  # noqa: E402
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact  # noqa: E402
-from promptserve.exporters.importers.coop import import_coop  # noqa: E402
-from promptserve.exporters.importers.templates import build_templates  # noqa: E402
-from promptserve.exporters.methods.coop import CoOpMethod  # noqa: E402
-from promptserve.exporters.methods.templates import TemplatesMethod  # noqa: E402
+from promptserve.models.artifacts import ArtifactError, PromptArtifact  # noqa: E402
+from promptserve.models.clip.export.importers.coop import import_coop  # noqa: E402
+from promptserve.models.clip.export.importers.templates import build_templates  # noqa: E402
+from promptserve.models.clip.methods.coop import CoOpMethod  # noqa: E402
+from promptserve.models.clip.methods.templates import TemplatesMethod  # noqa: E402
 from promptserve.serving.engines.base import create_engine  # noqa: E402
 
 ATOL = RTOL = 1e-4

@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deep_checkpoints import CLASSNAMES, ivlp_checkpoint, maple_checkpoint
 from deep_reference import IVLPReference, MaPLeReference
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.deep_prompts import VisualPromptBatch
-from promptserve.exporters.importers.deep import import_ivlp, import_maple
-from promptserve.exporters.methods import get_method
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.deep_prompts import VisualPromptBatch
+from promptserve.models.clip.export.importers.deep import import_ivlp, import_maple
+from promptserve.models.clip.methods import get_method
 from promptserve.serving.engines.base import create_engine
 
 

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import coop_reference as ref
 from dassl_layout import dassl_importable
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.importers.coop import import_kgcoop
-from promptserve.exporters.importers.cupl import import_cupl
-from promptserve.exporters.methods import get_method
-from promptserve.exporters.templates import IMAGENET_80
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.export.importers.coop import import_kgcoop
+from promptserve.models.clip.export.importers.cupl import import_cupl
+from promptserve.models.clip.methods import get_method
+from promptserve.models.clip.templates import IMAGENET_80
 from promptserve.serving.engines.base import create_engine
 
 CLASSNAMES = ["golden_retriever", "air conditioner", "cat"]

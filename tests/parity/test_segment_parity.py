@@ -14,8 +14,8 @@ from onnx_roundtrip import assert_onnx_matches_torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import segment_reference as ref
 
-from promptserve.exporters.dense_graphs import SEGMENT_METHODS, SegmentVisionGraph
-from promptserve.exporters.methods.segment import (
+from promptserve.models.clip.dense_graphs import SEGMENT_METHODS, SegmentVisionGraph
+from promptserve.models.clip.methods.segment import (
     class_scores,
     resized_size,
     segment,

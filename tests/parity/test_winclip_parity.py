@@ -15,8 +15,8 @@ from onnx_roundtrip import assert_onnx_matches_torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from winclip_reference import WinClipReference, make_masks
 
-from promptserve.exporters.dense_graphs import WinCLIPVisionGraph
-from promptserve.exporters.methods.winclip import (
+from promptserve.models.clip.dense_graphs import WinCLIPVisionGraph
+from promptserve.models.clip.methods.winclip import (
     prompt_ensemble,
     text_embeddings,
     winclip_outputs,
@@ -87,8 +87,8 @@ def test_geometric_windows_take_their_own_patches(tiny_model):
 
 
 def test_bundle_exports_the_winclip_graph_and_engines_run_it(tiny_spec, tiny_model, tmp_path):
-    from promptserve.exporters.bundle import Bundle, BundleError, WinCLIPGraphSpec
-    from promptserve.exporters.export import export_bundle
+    from promptserve.models.bundle import Bundle, BundleError, WinCLIPGraphSpec
+    from promptserve.models.clip.export.onnx import export_bundle
     from promptserve.serving.engines.base import create_engine
 
     out = tmp_path / "bundle"

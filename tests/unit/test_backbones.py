@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 
-from promptserve.exporters.backbones import BUILTIN_CONFIG_DIR, BackboneError, BackboneSpec
-from promptserve.exporters.seeded import DEMO_ARCH, seeded_backbone
+from promptserve.models.clip.backbone import BUILTIN_CONFIG_DIR, BackboneError, BackboneSpec
+from promptserve.models.clip.export.seeded import DEMO_ARCH, seeded_backbone
 
 
 def test_parse_forms():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptserve.exporters.artifacts import ArtifactError
-from promptserve.exporters.methods.coop import build_prompts
+from promptserve.models.artifacts import ArtifactError
+from promptserve.models.clip.methods.coop import build_prompts
 from promptserve.serving.engines.base import create_engine
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from promptserve.exporters.deep_prompts import DeepPrompts, VisualPromptBatch, plan_vision_calls
+from promptserve.models.clip.deep_prompts import DeepPrompts, VisualPromptBatch, plan_vision_calls
 
 
 def _prompts(depth: int, tokens: int, width: int = 4, fill: float = 1.0) -> DeepPrompts:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptserve.exporters.bundle import Bundle
-from promptserve.exporters.export import ExportParityError, export_bundle
+from promptserve.models.bundle import Bundle
+from promptserve.models.clip.export.onnx import ExportParityError, export_bundle
 from promptserve.serving.engines.base import EngineOptions, create_engine
 
 
@@ -28,7 +28,7 @@ def test_bundle_records_each_graphs_signature(tiny_bundle, tmp_path):
     import json
     import shutil
 
-    from promptserve.exporters.bundle import BUNDLE_FILE, read_signature
+    from promptserve.models.bundle import BUNDLE_FILE, read_signature
 
     for name in tiny_bundle.manifest.graphs:
         info = tiny_bundle.manifest.graphs[name]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from promptserve.exporters.maps import gaussian_blur, resize_bilinear
+from promptserve.models.clip.maps import gaussian_blur, resize_bilinear
 
 
 @pytest.mark.parametrize(

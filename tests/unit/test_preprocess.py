@@ -9,7 +9,7 @@ import open_clip
 import pytest
 from PIL import Image
 
-from promptserve._images import (
+from promptserve.images import (
     ImageDecodeError,
     crop_uint8,
     decode_image,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.importers.templates import build_templates
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.export.importers.templates import build_templates
 from promptserve.serving.config import load_config
 from promptserve.serving.errors import InvalidInput, PromptNotFound
 from promptserve.serving.store import PromptStore

@@ -10,7 +10,7 @@ import pytest
 
 open_clip = pytest.importorskip("open_clip")
 
-_MODULE_PATH = Path(__file__).resolve().parents[2] / "exporters" / "tokenizer.py"
+_MODULE_PATH = Path(__file__).resolve().parents[2] / "models" / "clip" / "tokenizer.py"
 
 
 def _load_tokenizer_class() -> type:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.bundle import BundleManifest
-from promptserve.exporters.methods.base import PromptMethod
-from promptserve.exporters.templates import resolve_templates
-from promptserve.exporters.text import TextTower, template_ensemble
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.methods.base import PromptMethod
+from promptserve.models.clip.templates import resolve_templates
+from promptserve.models.clip.text import TextTower, template_ensemble
 
 
 class TemplatesMethod(PromptMethod):

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptserve.exporters.graphs import Axes, _check_prompt_ready_vit, block_forward
-from promptserve.exporters.methods.winclip import window_indices
+from promptserve.models.clip.graphs import Axes, _check_prompt_ready_vit, block_forward
+from promptserve.models.clip.methods.winclip import window_indices
 
 
 def interpolated_positional_embedding(

@@ -15,10 +15,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.bundle import BundleManifest
-from promptserve.exporters.methods.base import PromptMethod
-from promptserve.exporters.text import TextTower, l2_normalize
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.methods.base import PromptMethod
+from promptserve.models.clip.text import TextTower, l2_normalize
 
 
 class CoOpParams(BaseModel):

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
-from promptserve.exporters.backbones import BackboneSpec
 from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
-from promptserve.exporters.importers import checkpoint_source, to_numpy
-from promptserve.exporters.methods.cocoop import META_KEYS
+from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.clip.backbone import BackboneSpec
+from promptserve.models.clip.export.importers import checkpoint_source, to_numpy
+from promptserve.models.clip.methods.cocoop import META_KEYS
 
 
 def import_cocoop(

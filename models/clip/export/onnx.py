@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from promptserve.exporters.backbones import BackboneSpec
-from promptserve.exporters.bundle import (
+from promptserve.models.bundle import (
     BUNDLE_FILE,
     AnomalyGraphSpec,
     BundleManifest,
@@ -29,13 +28,14 @@ from promptserve.exporters.bundle import (
     output_agreement,
     read_signature,
 )
-from promptserve.exporters.deep_prompts import DeepPromptSlots
-from promptserve.exporters.dense_graphs import (
+from promptserve.models.clip.backbone import BackboneSpec
+from promptserve.models.clip.deep_prompts import DeepPromptSlots
+from promptserve.models.clip.dense_graphs import (
     AnomalyCLIPVisionGraph,
     SegmentVisionGraph,
     WinCLIPVisionGraph,
 )
-from promptserve.exporters.graphs import (
+from promptserve.models.clip.graphs import (
     PromptedTextGraph,
     PromptedVisionGraph,
     TextGraph,

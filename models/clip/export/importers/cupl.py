@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
-from promptserve.exporters.templates import IMAGENET_80
+from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.clip.templates import IMAGENET_80
 
 
 def import_cupl(

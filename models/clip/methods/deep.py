@@ -1,7 +1,7 @@
 """Deep prompts on both towers: `maple` (Khattak et al., CVPR 2023) and `ivlp` (independent
 vision-language prompting, the inference form of PromptSRC, ICCV 2023).
 
-Both give each tower per-layer prompt tokens for layers 0..J-1 (exporters/deep_prompts.py):
+Both give each tower per-layer prompt tokens for layers 0..J-1 (models/clip/deep_prompts.py):
 - text: the prompt "<prefix> <name>." has its n_ctx tokens after SOS replaced by the learned
   context at layer 0 and by the deep text prompts at layers 1..J-1;
 - vision: prompt tokens are appended after the patch tokens at layer 0 and replaced at 1..J-1.
@@ -29,12 +29,12 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.bundle import BundleManifest
-from promptserve.exporters.deep_prompts import DeepPrompts, fp16_round
-from promptserve.exporters.methods.base import ClassHead, PromptMethod, prompted_slots
-from promptserve.exporters.methods.coop import prompt_ids
-from promptserve.exporters.text import TextTower, l2_normalize
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.deep_prompts import DeepPrompts, fp16_round
+from promptserve.models.clip.methods.base import ClassHead, PromptMethod, prompted_slots
+from promptserve.models.clip.methods.coop import prompt_ids
+from promptserve.models.clip.text import TextTower, l2_normalize
 
 
 class DeepPromptParams(BaseModel):

@@ -1,5 +1,5 @@
 """Training-free open-vocabulary segmentation (MaskCLIP, SCLIP, ClearCLIP): the arithmetic
-around the dense graph (`exporters/dense_graphs.py::SegmentVisionGraph`), in numpy, as SCLIP's
+around the dense graph (`models/clip/dense_graphs.py::SegmentVisionGraph`), in numpy, as SCLIP's
 `clip_segmentor.py` computes it (ClearCLIP's `clearclip_segmentor.py` is the same code).
 
 - Resize keeping the aspect ratio so the short side is `short_side` (long side at most 2048:
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from promptserve.exporters.maps import resize_bilinear
-from promptserve.exporters.text import l2_normalize
+from promptserve.models.clip.maps import resize_bilinear
+from promptserve.models.clip.text import l2_normalize
 
 
 @dataclass(frozen=True)

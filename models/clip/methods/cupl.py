@@ -13,10 +13,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.bundle import BundleManifest
-from promptserve.exporters.methods.base import PromptMethod
-from promptserve.exporters.text import TextTower, text_ensemble
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.methods.base import PromptMethod
+from promptserve.models.clip.text import TextTower, text_ensemble
 
 
 class CuPLParams(BaseModel):

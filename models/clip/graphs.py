@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# input name -> {axis: symbolic dim name}; export gives each name its bounds (exporters/export.py)
+# input name -> {axis: symbolic dim name}; export gives each name its bounds (models/clip/export/onnx.py)
 Axes = dict[str, dict[int, str]]
 
 

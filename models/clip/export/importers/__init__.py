@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from promptserve.exporters.artifacts import ArtifactError
+from promptserve.models.artifacts import ArtifactError
 
 
 def read_classnames(path: str | Path) -> list[str]:
@@ -29,7 +29,7 @@ def read_classnames(path: str | Path) -> list[str]:
 
 def checkpoint_source(path: str | Path, ckpt: object) -> str:
     """Provenance for a manifest: file name, training epoch and a hash prefix of the file."""
-    from promptserve.exporters.backbones import file_sha256
+    from promptserve.models.clip.backbone import file_sha256
 
     epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
     return f"{Path(path).name} (epoch {epoch}, sha256 {file_sha256(path)[:16]})"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from promptserve.exporters.artifacts import ArtifactManifest, PromptArtifact
-from promptserve.exporters.templates import resolve_templates
+from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+from promptserve.models.clip.templates import resolve_templates
 
 
 def build_templates(

@@ -2,7 +2,7 @@
 
 Layout of a bundle directory:
     bundle.json              BundleManifest (below)
-    vision.onnx, text.onnx   graphs (see exporters/graphs.py for their inputs and outputs)
+    vision.onnx, text.onnx   graphs (see models/clip/graphs.py for their inputs and outputs)
     vision_prompted.onnx, text_prompted.onnx   the same towers taking deep prompts (optional)
     token_embedding.safetensors   the text tower's token-embedding table, so the server can
                              build prompt embeddings without torch
@@ -20,9 +20,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.backbones import BackboneSpec
-from promptserve.exporters.deep_prompts import DeepPromptSlots
-from promptserve.exporters.tokenizer import ClipTokenizer
+from promptserve.models.clip.backbone import BackboneSpec
+from promptserve.models.clip.deep_prompts import DeepPromptSlots
+from promptserve.models.clip.tokenizer import ClipTokenizer
 
 BUNDLE_FILE = "bundle.json"
 
@@ -97,7 +97,7 @@ class AnomalyGraphSpec(BaseModel):
 
 
 class WinCLIPGraphSpec(BaseModel):
-    """What the `winclip` graph was exported with (exporters/dense_graphs.py::WinCLIPVisionGraph)."""
+    """What the `winclip` graph was exported with (models/clip/dense_graphs.py::WinCLIPVisionGraph)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -107,7 +107,7 @@ class WinCLIPGraphSpec(BaseModel):
 
 
 class SegmentGraphSpec(BaseModel):
-    """A `segment_<method>` graph (exporters/dense_graphs.py::SegmentVisionGraph): windows of
+    """A `segment_<method>` graph (models/clip/dense_graphs.py::SegmentVisionGraph): windows of
     `image_size` square, positional embedding interpolated to it as the method does."""
 
     model_config = ConfigDict(frozen=True)

@@ -1,7 +1,7 @@
 """Deep prompts as data: per-layer prompt tokens (MaPLe, IVLP/PromptSRC) and how a batch of
 requests for different artifacts becomes one call of the prompted vision graph.
 
-Convention (shared with exporters/graphs.py): `tokens[i]` are the prompt tokens entering
+Convention (shared with models/clip/graphs.py): `tokens[i]` are the prompt tokens entering
 transformer layer i; layers at or beyond `depth = len(tokens)` carry the previous layer's
 prompt outputs on, as the official implementations do.
 """

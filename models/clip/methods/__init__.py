@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from promptserve.exporters.artifacts import ArtifactError
-from promptserve.exporters.methods.anomalyclip import AnomalyCLIPMethod
-from promptserve.exporters.methods.base import ClassHead, PromptMethod
-from promptserve.exporters.methods.cocoop import CoCoOpMethod
-from promptserve.exporters.methods.coop import CoOpMethod, KgCoOpMethod
-from promptserve.exporters.methods.cupl import CuPLMethod
-from promptserve.exporters.methods.deep import IVLPMethod, MaPLeMethod
-from promptserve.exporters.methods.templates import TemplatesMethod
+from promptserve.models.artifacts import ArtifactError
+from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPMethod
+from promptserve.models.clip.methods.base import ClassHead, PromptMethod
+from promptserve.models.clip.methods.cocoop import CoCoOpMethod
+from promptserve.models.clip.methods.coop import CoOpMethod, KgCoOpMethod
+from promptserve.models.clip.methods.cupl import CuPLMethod
+from promptserve.models.clip.methods.deep import IVLPMethod, MaPLeMethod
+from promptserve.models.clip.methods.templates import TemplatesMethod
 
 METHODS: dict[str, type[PromptMethod]] = {
     m.name: m

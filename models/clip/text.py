@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from promptserve.exporters.deep_prompts import DeepPrompts
-from promptserve.exporters.tokenizer import ClipTokenizer
+from promptserve.models.clip.deep_prompts import DeepPrompts
+from promptserve.models.clip.tokenizer import ClipTokenizer
 
 # (token_embeddings, eot_index, deep prompts or None) -> text embeddings
 EncodeFn = Callable[[np.ndarray, np.ndarray, "DeepPrompts | None"], np.ndarray]

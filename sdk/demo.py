@@ -60,12 +60,12 @@ def _png(img: Image.Image) -> bytes:
 
 def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
     """Bundle and artifacts (templates, CoOp, MaPLe) for the demo backbone, reused if present."""
-    from promptserve.exporters.bundle import Bundle, BundleError, SegmentGraphSpec, WinCLIPGraphSpec
-    from promptserve.exporters.export import export_bundle
-    from promptserve.exporters.importers.coop import import_coop
-    from promptserve.exporters.importers.deep import import_maple
-    from promptserve.exporters.importers.templates import build_templates
-    from promptserve.exporters.seeded import seeded_backbone
+    from promptserve.models.bundle import Bundle, BundleError, SegmentGraphSpec, WinCLIPGraphSpec
+    from promptserve.models.clip.export.importers.coop import import_coop
+    from promptserve.models.clip.export.importers.deep import import_maple
+    from promptserve.models.clip.export.importers.templates import build_templates
+    from promptserve.models.clip.export.onnx import export_bundle
+    from promptserve.models.clip.export.seeded import seeded_backbone
 
     spec = seeded_backbone()
     bundle = workdir / "bundles" / "demo"
@@ -144,7 +144,7 @@ def write_demo_coop_checkpoint(path: Path, spec) -> Path:
 
 def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = False) -> int:
     from promptserve import Client, overlay, segment_overlay
-    from promptserve.exporters.seeded import default_cache_dir
+    from promptserve.models.clip.export.seeded import default_cache_dir
     from promptserve.serving import run
     from promptserve.serving.config import AppConfig
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.bundle import BundleManifest
-from promptserve.exporters.methods.base import ClassHead, PromptMethod
-from promptserve.exporters.methods.coop import build_prompts
-from promptserve.exporters.text import TextTower, l2_normalize
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.methods.base import ClassHead, PromptMethod
+from promptserve.models.clip.methods.coop import build_prompts
+from promptserve.models.clip.text import TextTower, l2_normalize
 
 META_KEYS = (
     "meta_net.linear1.weight",

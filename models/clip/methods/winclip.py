@@ -17,10 +17,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from promptserve.exporters.bundle import WinCLIPGraphSpec
-from promptserve.exporters.maps import resize_bilinear
-from promptserve.exporters.methods.base import DenseHead
-from promptserve.exporters.text import TextTower, l2_normalize
+from promptserve.models.bundle import WinCLIPGraphSpec
+from promptserve.models.clip.maps import resize_bilinear
+from promptserve.models.clip.methods.base import DenseHead
+from promptserve.models.clip.text import TextTower, l2_normalize
 
 TEMPERATURE = 0.07
 # The compositional prompt ensemble (WinCLIP paper, appendix; anomalib `prompting.py`).

@@ -9,7 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from promptserve.exporters.backbones import BUILTIN_CONFIG_DIR, BackboneSpec
+from promptserve.models.clip.backbone import BUILTIN_CONFIG_DIR, BackboneSpec
 
 DEMO_ARCH = "promptserve-tiny-vit"
 
@@ -38,7 +38,7 @@ def seeded_backbone(
     if not path.exists():
         import open_clip
 
-        from promptserve.exporters.backbones import _quiet_open_clip, _register_config
+        from promptserve.models.clip.backbone import _quiet_open_clip, _register_config
 
         _register_config(spec)
         torch.manual_seed(seed)

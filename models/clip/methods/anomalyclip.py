@@ -6,7 +6,7 @@ detection, computed as zqhang/AnomalyCLIP computes them.
   deep prompts (`compound_prompts_text`, `t_n_ctx` tokens) replacing positions 1..t_n_ctx at
   layers 1..depth-1 (`AnomalyCLIP.py::ResidualAttentionBlock_learnable_token`, `.half()` cast).
   Both sentences are encoded once, at registration: `[normal, anomalous]` features, normalised.
-- Vision: `exporters/dense_graphs.py::AnomalyCLIPVisionGraph` (DPAM, taps 6/12/18/24).
+- Vision: `models/clip/dense_graphs.py::AnomalyCLIPVisionGraph` (DPAM, taps 6/12/18/24).
 - Scores (`test.py`): image score = softmax(image · T / 0.07)[anomalous], with the official
   class token taken without `ln_post`; per tap softmax(patch · T / 0.07), anomaly map
   (p_anomalous + 1 - p_normal) / 2 upsampled bilinearly to the input size, summed over taps,
@@ -22,18 +22,18 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.bundle import AnomalyGraphSpec, BundleManifest
-from promptserve.exporters.deep_prompts import DeepPrompts, fp16_round
-from promptserve.exporters.maps import gaussian_blur, resize_bilinear
-from promptserve.exporters.methods.base import (
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.bundle import AnomalyGraphSpec, BundleManifest
+from promptserve.models.clip.deep_prompts import DeepPrompts, fp16_round
+from promptserve.models.clip.maps import gaussian_blur, resize_bilinear
+from promptserve.models.clip.methods.base import (
     ClassHead,
     DenseHead,
     PromptMethod,
     prompted_slots,
 )
-from promptserve.exporters.methods.coop import prompt_ids
-from promptserve.exporters.text import TextTower, l2_normalize
+from promptserve.models.clip.methods.coop import prompt_ids
+from promptserve.models.clip.text import TextTower, l2_normalize
 
 TEMPERATURE = 0.07
 STATES = ("object", "damaged object")  # state_normal_list / state_anomaly_list on "object"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
-from promptserve.exporters.backbones import BackboneSpec
 from promptserve.exporters.checkpoints import load_checkpoint
-from promptserve.exporters.importers import checkpoint_source, to_numpy
-from promptserve.exporters.importers.deep import _indexed
-from promptserve.exporters.methods.anomalyclip import AnomalyCLIPParams
+from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.clip.backbone import BackboneSpec
+from promptserve.models.clip.export.importers import checkpoint_source, to_numpy
+from promptserve.models.clip.export.importers.deep import _indexed
+from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPParams
 
 
 def import_anomalyclip(

@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from promptserve.exporters.artifacts import ArtifactError, PromptArtifact
-from promptserve.exporters.bundle import BundleManifest
-from promptserve.exporters.deep_prompts import DeepPrompts, DeepPromptSlots
-from promptserve.exporters.text import TextTower, l2_normalize
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.deep_prompts import DeepPrompts, DeepPromptSlots
+from promptserve.models.clip.text import TextTower, l2_normalize
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
-from promptserve.exporters.backbones import BackboneSpec
 from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
-from promptserve.exporters.importers import checkpoint_source, to_numpy
-from promptserve.exporters.methods.coop import CoOpMethod
+from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.clip.backbone import BackboneSpec
+from promptserve.models.clip.export.importers import checkpoint_source, to_numpy
+from promptserve.models.clip.methods.coop import CoOpMethod
 
 CTX_KEYS = ("ctx", "prompt_learner.ctx")
 

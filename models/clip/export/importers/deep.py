@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from promptserve.exporters.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
-from promptserve.exporters.backbones import BackboneSpec
 from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
-from promptserve.exporters.importers import checkpoint_source, to_numpy
-from promptserve.exporters.methods.deep import IVLPMethod, MaPLeMethod, official_prefix
+from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.clip.backbone import BackboneSpec
+from promptserve.models.clip.export.importers import checkpoint_source, to_numpy
+from promptserve.models.clip.methods.deep import IVLPMethod, MaPLeMethod, official_prefix
 
 DEFAULT_CTX_INIT = "a photo of a"
 
