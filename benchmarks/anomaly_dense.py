@@ -34,7 +34,7 @@ ARCH, TAPS, DPAM = "ViT-B-16", (3, 6, 9, 12), 10
 _EXPORT = """
 import sys
 from pathlib import Path
-from promptserve.models.bundle import AnomalyGraphSpec
+from promptserve.models.clip.bundle import AnomalyGraphSpec
 from promptserve.models.clip.export.onnx import export_bundle
 from promptserve.models.clip.export.seeded import seeded_backbone
 arch, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -101,14 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     from promptserve.models.bundle import Bundle
     from promptserve.models.clip.maps import resize_bilinear
     from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPParams, AnomalyHead
-    from promptserve.serving.engines.base import EngineOptions, create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
+    from promptserve.serving.engines.base import EngineOptions
     from promptserve.types import EncodedArray
 
     started = datetime.now()
     bundle = Bundle(ensure_bundle(args.cache))
-    engine = create_engine("onnxruntime", bundle, EngineOptions(threads=args.threads))
+    engine = ClipGraphs.create("onnxruntime", bundle, EngineOptions(threads=args.threads))
     rng = np.random.default_rng(0)
-    text = rng.standard_normal((2, bundle.manifest.embed_dim)).astype(np.float32)
+    text = rng.standard_normal((2, bundle.manifest.config.embed_dim)).astype(np.float32)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     head = AnomalyHead(
         ("normal", "anomalous"),

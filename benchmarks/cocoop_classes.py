@@ -19,18 +19,20 @@ from pathlib import Path
 import numpy as np
 from serve_classify import ensure_bundle, machine_info
 
-from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+from promptserve.models.artifacts import PromptArtifact
 from promptserve.models.bundle import Bundle
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.export.seeded import default_cache_dir
 from promptserve.models.clip.methods import get_method
-from promptserve.serving.engines.base import EngineOptions, create_engine
+from promptserve.models.clip.runtime import ClipGraphs
+from promptserve.serving.engines.base import EngineOptions
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def cocoop_artifact(bundle: Bundle, n_cls: int, rng: np.random.Generator) -> PromptArtifact:
     m = bundle.manifest
-    e, d, h = m.embed_dim, m.text_width, m.embed_dim // 16
+    e, d, h = m.config.embed_dim, m.config.text_width, m.config.embed_dim // 16
     tensors = {
         "ctx": (rng.standard_normal((4, d)) * 0.02).astype(np.float32),
         "meta_net.linear1.weight": (rng.standard_normal((h, e)) / np.sqrt(e)).astype(np.float32),
@@ -39,7 +41,7 @@ def cocoop_artifact(bundle: Bundle, n_cls: int, rng: np.random.Generator) -> Pro
         "meta_net.linear2.bias": np.zeros(d, np.float32),
     }
     names = [f"object number {i}" for i in range(n_cls)]
-    manifest = ArtifactManifest(
+    manifest = ClipArtifactManifest(
         method="cocoop", backbone=m.backbone_id, classnames=names, hparams={"n_ctx": 4}
     )
     return PromptArtifact(manifest, tensors)
@@ -61,12 +63,12 @@ def measure(engine, bundle: Bundle, n_cls: int, batch: int, repeats: int) -> dic
         return out
 
     tower._encode_fn = timed_encode
-    size = bundle.manifest.preprocess.size
+    size = bundle.manifest.config.preprocess.size
     pixels = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     w1, b1, w2, b2 = head.meta
     rows = []
     try:
-        head.logits(engine.encode_image(pixels), bundle.manifest.logit_scale)  # warm-up
+        head.logits(engine.encode_image(pixels), bundle.manifest.config.logit_scale)  # warm-up
         for _ in range(repeats):
             text_s[0] = 0.0
             t0 = time.perf_counter()
@@ -75,7 +77,7 @@ def measure(engine, bundle: Bundle, n_cls: int, batch: int, repeats: int) -> dic
             imf = embeds / np.linalg.norm(embeds, axis=-1, keepdims=True)
             np.maximum(imf @ w1.T + b1, 0) @ w2.T + b2  # the meta-net alone, for the breakdown
             t2 = time.perf_counter()
-            head.logits(embeds, bundle.manifest.logit_scale)
+            head.logits(embeds, bundle.manifest.config.logit_scale)
             t3 = time.perf_counter()
             rows.append(
                 {"vision": t1 - t0, "meta_net": t2 - t1, "head": t3 - t2, "text": text_s[0]}
@@ -107,7 +109,7 @@ def main() -> None:
     p.add_argument("--engine-threads", type=int, default=2)
     args = p.parse_args()
     bundle = Bundle(ensure_bundle("ViT-B-32", 0, default_cache_dir() / "bench"))
-    engine = create_engine("onnxruntime", bundle, EngineOptions(threads=args.engine_threads))
+    engine = ClipGraphs.create("onnxruntime", bundle, EngineOptions(threads=args.engine_threads))
     points = []
     for n in args.classes:
         r = measure(engine, bundle, n, args.batch, args.repeats)

@@ -146,10 +146,11 @@ def _classes(k: int, n: int = 10) -> list[str]:
 
 
 def coop_artifact(k: int, backbone_id: str, width: int):
-    from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+    from promptserve.models.artifacts import PromptArtifact
+    from promptserve.models.clip.artifacts import ClipArtifactManifest
 
     rng = np.random.default_rng(1000 + k)
-    manifest = ArtifactManifest(
+    manifest = ClipArtifactManifest(
         method="coop",
         backbone=backbone_id,
         classnames=_classes(k),
@@ -163,7 +164,8 @@ def coop_artifact(k: int, backbone_id: str, width: int):
 
 def maple_artifact(k: int, backbone_id: str, text_w: int, vision_w: int, depth: int = 9):
     """MaPLe's official shapes (N_CTX 2, PROMPT_DEPTH 9), fp16 as PREC fp16 saves them."""
-    from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+    from promptserve.models.artifacts import PromptArtifact
+    from promptserve.models.clip.artifacts import ClipArtifactManifest
 
     rng = np.random.default_rng(5000 + k)
 
@@ -178,7 +180,7 @@ def maple_artifact(k: int, backbone_id: str, text_w: int, vision_w: int, depth: 
         "compound_prompt_projections.weight": rand(depth - 1, vision_w, text_w, scale=0.03),
         "compound_prompt_projections.bias": rand(depth - 1, vision_w, scale=0.01),
     }
-    manifest = ArtifactManifest(
+    manifest = ClipArtifactManifest(
         method="maple",
         backbone=backbone_id,
         classnames=_classes(k),
@@ -200,20 +202,21 @@ def bench_engine(bundle_dir: Path, jpegs: list[bytes], args) -> list[dict[str, A
         plan_vision_calls,
     )
     from promptserve.models.clip.methods import MaPLeMethod
-    from promptserve.serving.engines.base import EngineOptions, create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
+    from promptserve.serving.engines.base import EngineOptions
 
     bundle = Bundle(bundle_dir)
-    m, pre = bundle.manifest, bundle.manifest.preprocess
-    slots = m.deep_prompts
+    m, pre = bundle.manifest, bundle.manifest.config.preprocess
+    slots = m.config.deep_prompts
     batch = args.batch
     crops = np.stack(
         [crop_uint8(decode_image(jpegs[i % len(jpegs)]), size=pre.size) for i in range(batch)]
     )
     pixels = normalize(crops, mean=pre.mean, std=pre.std)
-    engine = create_engine("onnxruntime", bundle, EngineOptions(threads=args.engine_threads))
+    engine = ClipGraphs.create("onnxruntime", bundle, EngineOptions(threads=args.engine_threads))
     maple = [
         MaPLeMethod.visual_prompts(
-            maple_artifact(k, m.backbone_id, m.text_width, slots.vision_width)
+            maple_artifact(k, m.backbone_id, m.config.text_width, slots.vision_width)
         )
         for k in range(batch)
     ]
@@ -338,10 +341,10 @@ def bench_served(bundle_dir: Path, jpegs: list[bytes], args, report: dict) -> di
     config = fused_config(bundle_dir, workdir, args, prompts={"max_loaded": n_all + 8})
     report["config"]["app_config"] = config.model_dump(mode="json")
     coop = {
-        f"coop-{k}": coop_artifact(k, m.backbone_id, m.text_width) for k in range(args.coop_prompts)
+        f"coop-{k}": coop_artifact(k, m.backbone_id, m.config.text_width) for k in range(args.coop_prompts)
     }
     maple = {
-        f"maple-{k}": maple_artifact(k, m.backbone_id, m.text_width, m.deep_prompts.vision_width)
+        f"maple-{k}": maple_artifact(k, m.backbone_id, m.config.text_width, m.config.deep_prompts.vision_width)
         for k in range(args.maple_prompts)
     }
     plain = {

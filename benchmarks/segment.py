@@ -51,7 +51,7 @@ SIZES, CLASS_COUNTS = (448, 896), (20, 150)
 _EXPORT = """
 import sys
 from pathlib import Path
-from promptserve.models.bundle import SegmentGraphSpec
+from promptserve.models.clip.bundle import SegmentGraphSpec
 from promptserve.models.clip.export.onnx import export_bundle
 from promptserve.models.clip.export.seeded import seeded_backbone
 arch, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -98,12 +98,13 @@ def bench_engine(bundle_dir: Path, args) -> list[dict[str, Any]]:
     from promptserve.images import normalize
     from promptserve.models.bundle import Bundle
     from promptserve.models.clip.methods.segment import DEFAULTS, cut_windows, segment, window_boxes
+    from promptserve.models.clip.runtime import ClipGraphs
     from promptserve.models.clip.text import template_ensemble
-    from promptserve.serving.engines.base import EngineOptions, create_engine
+    from promptserve.serving.engines.base import EngineOptions
 
     bundle = Bundle(bundle_dir)
-    engine = create_engine("onnxruntime", bundle, EngineOptions(threads=args.engine_threads))
-    pre = bundle.manifest.preprocess
+    engine = ClipGraphs.create("onnxruntime", bundle, EngineOptions(threads=args.engine_threads))
+    pre = bundle.manifest.config.preprocess
     texts = {
         n: template_ensemble(engine.text_tower, classes(n), ["a photo of a {}."])
         for n in CLASS_COUNTS

@@ -50,7 +50,7 @@ ARCH, TAPS, DPAM, SCALES = "ViT-B-16", (3, 6, 9, 12), 10, (2,)
 _EXPORT = """
 import sys
 from pathlib import Path
-from promptserve.models.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
+from promptserve.models.clip.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
 from promptserve.models.clip.export.onnx import export_bundle
 from promptserve.models.clip.export.seeded import seeded_backbone
 arch, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -72,7 +72,8 @@ def ensure_bundle(cache: Path) -> Path:
 def anomalyclip_artifact(backbone_id: str, width: int):
     """Random prompts shaped as the official 9_12_4_multiscale run's (n_ctx 12, depth 9,
     t_n_ctx 4): the cost of a real artifact, meaningless scores."""
-    from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+    from promptserve.models.artifacts import PromptArtifact
+    from promptserve.models.clip.artifacts import ClipArtifactManifest
     from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPParams
 
     rng = np.random.default_rng(0)
@@ -81,7 +82,7 @@ def anomalyclip_artifact(backbone_id: str, width: int):
         return (0.02 * rng.standard_normal(shape)).astype(np.float32)
 
     params = AnomalyCLIPParams(taps=TAPS, dpam_layer=DPAM, image_size=224)
-    manifest = ArtifactManifest(
+    manifest = ClipArtifactManifest(
         method="anomalyclip",
         task="anomaly",
         backbone=backbone_id,
@@ -102,24 +103,25 @@ def bench_engine(bundle_dir: Path, jpeg: bytes, args) -> list[dict[str, Any]]:
     from promptserve.models.bundle import Bundle
     from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPMethod
     from promptserve.models.clip.methods.winclip import WinCLIPHead
+    from promptserve.models.clip.runtime import ClipGraphs
+    from promptserve.models.clip.serve.encoder import _anomaly_results
+    from promptserve.models.clip.serve.inputs import decode_resized
     from promptserve.serving.config import LimitsConfig
-    from promptserve.serving.deployments.encoder import _anomaly_results
-    from promptserve.serving.engines.base import EngineOptions, create_engine
-    from promptserve.serving.inputs import decode_resized
+    from promptserve.serving.engines.base import EngineOptions
 
     bundle = Bundle(bundle_dir)
     m = bundle.manifest
-    engine = create_engine("onnxruntime", bundle, EngineOptions(threads=args.engine_threads))
-    art = anomalyclip_artifact(m.backbone_id, m.text_width)
+    engine = ClipGraphs.create("onnxruntime", bundle, EngineOptions(threads=args.engine_threads))
+    art = anomalyclip_artifact(m.backbone_id, m.config.text_width)
     feats = AnomalyCLIPMethod.class_features(art, engine.text_tower)
     heads = {
         "anomalyclip": (AnomalyCLIPMethod.make_head(art, feats, engine.text_tower), engine.encode_anomaly),
         "winclip": (
-            WinCLIPHead.build(engine.text_tower, "bottle", spec=m.winclip, image_size=224),
+            WinCLIPHead.build(engine.text_tower, "bottle", spec=m.config.winclip, image_size=224),
             engine.encode_windows,
         ),
     }  # fmt: skip
-    pre, limits = m.preprocess, LimitsConfig()
+    pre, limits = m.config.preprocess, LimitsConfig()
     rows = []
     for r in range(args.rounds):
         for name, (head, encode) in heads.items():
@@ -171,7 +173,7 @@ def bench_served(bundle_dir: Path, jpeg: bytes, args, report: dict) -> list[dict
                 templates=["a photo of a {}."],
             )
             client.register_prompt(plain.save(workdir / "plain"), prompt_id="plain")
-            art = anomalyclip_artifact(m.backbone_id, m.text_width)
+            art = anomalyclip_artifact(m.backbone_id, m.config.text_width)
             client.register_prompt(art.save(workdir / "anomalyclip"), prompt_id="anomalyclip")
 
         async def rounds() -> None:

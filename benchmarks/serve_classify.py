@@ -3,7 +3,7 @@
 
 One run measures, on this machine:
 
-1. the bare engine (`create_engine("onnxruntime", ...).encode_image`) at batch 1, 8 and 32:
+1. the bare engine (`ClipGraphs.create("onnxruntime", ...).encode_image`) at batch 1, 8 and 32:
    images/s and per-call latency;
 2. the served path over real HTTP (Ray Serve started in-process, one templates prompt,
    one 224x224 JPEG per request to `POST /v1/classify`) at concurrency 1, 8 and 32:
@@ -161,10 +161,11 @@ def bench_engine(
 ) -> list[dict[str, Any]]:
     from promptserve.images import crop_uint8, decode_image, normalize
     from promptserve.models.bundle import Bundle
-    from promptserve.serving.engines.base import EngineOptions, create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
+    from promptserve.serving.engines.base import EngineOptions
 
     bundle = Bundle(bundle_dir)
-    pre = bundle.manifest.preprocess
+    pre = bundle.manifest.config.preprocess
     need = max(args.batches)
     crops = np.stack(
         [
@@ -173,7 +174,7 @@ def bench_engine(
         ]
     )
     pixels = normalize(crops, mean=pre.mean, std=pre.std)  # float32 [need, 3, S, S]
-    engine = create_engine(
+    engine = ClipGraphs.create(
         "onnxruntime",
         bundle,
         EngineOptions(threads=args.engine_threads, allow_spinning=args.allow_spinning),
@@ -918,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     print(weights, flush=True)
     bundle_dir = ensure_bundle(args.arch, args.seed, cache)
     bundle = Bundle(bundle_dir)
-    size = bundle.manifest.preprocess.size
+    size = bundle.manifest.config.preprocess.size
     jpegs = [make_jpeg(1000 + i, size=size) for i in range(args.images)]
     report: dict[str, Any] = {
         "benchmark": "serve_classify",
@@ -930,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
             "backbone_id": bundle.backbone_id,
             "bundle": str(bundle_dir),
             "image_size": size,
-            "embed_dim": bundle.manifest.embed_dim,
+            "embed_dim": bundle.manifest.config.embed_dim,
         },
         "machine": machine_info(args.engine_threads),
         "config": {

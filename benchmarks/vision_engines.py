@@ -44,7 +44,7 @@ def torch_runners(bundle, device: str, compile_: bool) -> tuple[dict[str, Runner
 
     from promptserve.models.clip.graphs import VisionGraph
 
-    model = bundle.manifest.backbone.load()
+    model = bundle.manifest.config.backbone.load()
     runners, skipped = {}, {}
     dtypes = {"fp32": torch.float32}
     if device == "cuda":
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     more, more_skipped = ort_runners(bundle, max(batches))
     runners |= more
     skipped |= more_skipped
-    size = bundle.manifest.preprocess.size
+    size = bundle.manifest.config.preprocess.size
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     for batch in batches:

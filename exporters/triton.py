@@ -13,14 +13,20 @@ triton engine runs it in-process: it runs once per artifact, at registration.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptserve.exporters.tensorrt import TensorRTOptions, static_but_batch, triton_accelerator
+from promptserve.exporters.tensorrt import triton_accelerator
 from promptserve.models.bundle import Bundle
+from promptserve.serving.engines.graph_rules import (
+    TensorRTOptions,
+    TensorSpec,
+    _batched,
+    static_but_batch,
+    unsupported,
+)
 
 CONFIG_FILE = "config.pbtxt"
 # ONNX TensorProto element types -> Triton data types
@@ -77,13 +83,6 @@ class TritonOptions(BaseModel):
         return self
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    data_type: str
-    shape: tuple[int | str, ...]  # ONNX dims: ints, or names of dynamic axes
-
-
 def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs of an ONNX file, read without loading its weights."""
     import onnx
@@ -102,22 +101,6 @@ def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
         return out
 
     return specs(model.graph.input), specs(model.graph.output)
-
-
-def unsupported(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str | None:
-    """Why Triton cannot serve a graph as it is, or None. Triton has no scalar tensors in
-    models without a batch axis; the prompted text graph takes a per-call scalar depth. It runs
-    once per artifact, at registration, so the triton engine runs it in-process instead."""
-    if _batched(inputs) and _batched(outputs):
-        return None
-    scalars = [s.name for s in inputs if not s.shape]
-    if scalars:
-        return f"scalar inputs {scalars} in a graph without a batch axis"
-    return None
-
-
-def _batched(specs: list[TensorSpec]) -> bool:
-    return all(s.shape and s.shape[0] == "batch" for s in specs)
 
 
 def _tensor(spec: TensorSpec, batched: bool) -> str:

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TENSORS_FILE = "prompt.safetensors"
-MAX_CLASSES = 100_000
+# Artifacts written before families existed are CLIP artifacts; their content ids leave the
+# field out, so those ids stay valid.
+DEFAULT_FAMILY = "clip"
 
 
 class ArtifactError(ValueError):
@@ -28,33 +30,41 @@ class ArtifactError(ValueError):
 
 
 class ArtifactManifest(BaseModel):
-    """What an artifact is, for which backbone, over which classes."""
+    """The common part of every artifact's manifest: what it is and for which backbone.
+
+    Each family subclasses it with the fields its tasks need (class names only where a task
+    has classes); `PromptArtifact.from_parts` picks the subclass by `family`.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    task: Literal["classify", "anomaly"] = "classify"
+    family: str = Field(
+        DEFAULT_FAMILY, description="Model family (models/family.py); `clip` if absent."
+    )
+    task: str = Field(description="What the artifact serves, e.g. `classify`.")
     method: str = Field(description="Prompt method, e.g. `templates` or `coop`.")
-    backbone: str = Field(description="BackboneSpec.id the artifact was built for.")
-    classnames: list[str] = Field(min_length=1, max_length=MAX_CLASSES)
-    templates: list[str] | None = Field(
-        None, description="Template ensemble, if the method uses one."
-    )
-    class_texts: list[list[str]] | None = Field(
-        None, description="Per-class prompt sentences (CuPL), aligned with `classnames`."
-    )
+    backbone: str = Field(description="Backbone id the artifact was built for.")
     hparams: dict[str, Any] = Field(default_factory=dict, description="Method hyper-parameters.")
     source: str | None = Field(
         None, description="Where it came from, e.g. the imported checkpoint."
     )
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
-    @field_validator("classnames")
-    @classmethod
-    def _nonempty_names(cls, names: list[str]) -> list[str]:
-        if any(not n.strip() for n in names):
-            raise ValueError("class names must be non-empty")
-        return names
+    def labels(self) -> list[str] | None:
+        """The class names a response indexes, for tasks that have classes."""
+        return None
+
+
+def manifest_model(data: dict[str, Any]) -> type[ArtifactManifest]:
+    """The manifest class of the family `data` names (a family import on first use)."""
+    from promptserve.models.family import UnknownFamily, get_family
+
+    name = data.get("family", DEFAULT_FAMILY)
+    try:
+        return get_family(str(name)).artifact_manifest
+    except UnknownFamily as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 class PromptArtifact:
@@ -74,6 +84,8 @@ class PromptArtifact:
     def content_id(self) -> str:
         # Unset optional fields are left out, so adding one later keeps existing ids stable.
         canonical = self.manifest.model_dump(mode="json", exclude={"created_at"}, exclude_none=True)
+        if canonical.get("family") == DEFAULT_FAMILY:
+            del canonical["family"]
         h = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode())
         h.update(self.tensor_bytes())
         return h.hexdigest()
@@ -102,11 +114,13 @@ class PromptArtifact:
     def from_parts(cls, manifest: dict[str, Any] | str, tensors: bytes | None) -> PromptArtifact:
         """Validate a manifest (dict or JSON) and safetensors bytes, e.g. from an HTTP body."""
         try:
-            parsed = (
-                ArtifactManifest.model_validate_json(manifest)
-                if isinstance(manifest, str)
-                else ArtifactManifest.model_validate(manifest)
-            )
+            data = json.loads(manifest) if isinstance(manifest, str) else manifest
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"invalid artifact manifest: not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ArtifactError("invalid artifact manifest: expected a JSON object")
+        try:
+            parsed = manifest_model(data).model_validate(data)
         except ValidationError as exc:
             raise ArtifactError(f"invalid artifact manifest: {_first_error(exc)}") from exc
         arrays: dict[str, np.ndarray] = {}

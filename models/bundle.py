@@ -1,46 +1,29 @@
-"""The bundle: what export writes for one backbone and what every engine reads.
+"""The bundle: what export writes for one backbone and what every runtime reads.
 
-Layout of a bundle directory:
-    bundle.json              BundleManifest (below)
-    vision.onnx, text.onnx   graphs (see models/clip/graphs.py for their inputs and outputs)
-    vision_prompted.onnx, text_prompted.onnx   the same towers taking deep prompts (optional)
-    token_embedding.safetensors   the text tower's token-embedding table, so the server can
-                             build prompt embeddings without torch
-    bpe_simple_vocab_16e6.txt.gz  the CLIP BPE vocabulary
-Reading a bundle needs numpy and safetensors only.
+A bundle directory holds `bundle.json` (`BundleManifest`) and the files it names: the ONNX
+graphs, each with its input/output signature and parity report, and whatever else its family
+needs (tokenizer, embedding tables). The manifest is a common part, written and read here,
+plus the family's section (`config`), validated by the family's own model
+(models/family.py), so this module knows no family. Reading a bundle needs numpy and pydantic.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, model_validator
 
-from promptserve.models.clip.backbone import BackboneSpec
-from promptserve.models.clip.deep_prompts import DeepPromptSlots
-from promptserve.models.clip.tokenizer import ClipTokenizer
+from promptserve.models.family import Family, get_family
 
 BUNDLE_FILE = "bundle.json"
+C = TypeVar("C", bound=BaseModel)
 
 
 class BundleError(ValueError):
-    """A bundle directory that is missing or incomplete."""
-
-
-class PreprocessConfig(BaseModel):
-    """open_clip's eval transform: resize shortest side, center crop, normalise."""
-
-    model_config = ConfigDict(frozen=True)
-
-    size: int = Field(description="Square model input size in pixels.")
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
-    resize_mode: Literal["shortest"] = "shortest"
+    """A bundle directory that is missing, incomplete, or not of the expected family."""
 
 
 class TensorInfo(BaseModel):
@@ -76,85 +59,41 @@ def output_agreement(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[flo
     per batch row and compared in float64: the parity measure of every export check."""
     diff, cos = 0.0, 1.0
     for g, w in zip(got, want, strict=True):
-        g = np.asarray(g, np.float64).reshape(len(g), -1)
-        w = np.asarray(w, np.float64).reshape(len(w), -1)
-        diff = max(diff, float(np.abs(g - w).max()))
-        rows = (g * w).sum(-1) / (np.linalg.norm(g, axis=-1) * np.linalg.norm(w, axis=-1))
-        cos = min(cos, float(rows.min()))
+        g64 = np.asarray(g, np.float64).reshape(len(g), -1)
+        w64 = np.asarray(w, np.float64).reshape(len(w), -1)
+        diff = max(diff, float(np.abs(g64 - w64).max()))
+        norms = np.linalg.norm(g64, axis=-1) * np.linalg.norm(w64, axis=-1)
+        cos = min(cos, float(((g64 * w64).sum(-1) / norms).min()))
     return diff, cos
 
 
-class AnomalyGraphSpec(BaseModel):
-    """What the `anomaly` graph was exported with: the input is `image_size` square (AnomalyCLIP
-    resizes without keeping the aspect ratio), positional embedding interpolated to it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    image_size: int
-    taps: tuple[int, ...]
-    dpam_layer: int
-    grid: int = Field(0, description="Patches per side at image_size (set by export).")
-
-
-class WinCLIPGraphSpec(BaseModel):
-    """What the `winclip` graph was exported with (models/clip/dense_graphs.py::WinCLIPVisionGraph)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    scales: tuple[int, ...] = (2, 3)
-    geometric_windows: bool = False
-    grid: int = Field(0, description="Patches per side (set by export).")
-
-
-class SegmentGraphSpec(BaseModel):
-    """A `segment_<method>` graph (models/clip/dense_graphs.py::SegmentVisionGraph): windows of
-    `image_size` square, positional embedding interpolated to it as the method does."""
-
-    model_config = ConfigDict(frozen=True)
-
-    method: Literal["maskclip", "sclip", "clearclip"]
-    image_size: int = 224
-    grid: int = Field(0, description="Patches per side at image_size (set by export).")
-
-    @property
-    def graph(self) -> str:
-        return f"segment_{self.method}"
-
-
 class BundleManifest(BaseModel):
-    schema_version: Literal[1] = 1
-    backbone: BackboneSpec
-    backbone_id: str
-    embed_dim: int
-    text_width: int
-    context_length: int
-    logit_scale: float = Field(description="exp(CLIP logit_scale): the classifier temperature.")
-    preprocess: PreprocessConfig
+    """bundle.json: the common part, and the family's section in `config`."""
+
+    schema_version: Literal[2] = 2
+    family: str = Field(description="The model family that reads `config` (models/family.py).")
+    backbone_id: str = Field(description="Identity artifacts are matched against.")
     graphs: dict[str, GraphInfo]
-    token_embedding_file: str = "token_embedding.safetensors"
-    tokenizer_file: str = "bpe_simple_vocab_16e6.txt.gz"
     parity: dict[str, ParityResult] = Field(default_factory=dict)
-    text_truncation: bool = Field(
-        False, description="The text graph accepts sequences cut after their last EOT token."
-    )
-    deep_prompts: DeepPromptSlots | None = Field(
-        None, description="Set when the bundle has the prompted graphs (MaPLe, IVLP)."
-    )
-    anomaly: AnomalyGraphSpec | None = Field(
-        None, description="Set when the bundle has AnomalyCLIP's dense vision graph."
-    )
-    winclip: WinCLIPGraphSpec | None = Field(
-        None, description="Set when the bundle has WinCLIP's window graph."
-    )
-    segment: dict[str, SegmentGraphSpec] = Field(
-        default_factory=dict, description="Segmentation graphs by method (MaskCLIP, SCLIP, ...)."
-    )
+    config: Any = Field(description="The family's section, validated by its bundle_config.")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
-    def dense_graphs(self) -> list[str]:
-        """The optional dense graphs this bundle has (anomaly maps, windows, segmentation)."""
-        names = [n for n in ("anomaly", "winclip") if getattr(self, n) is not None]
-        return names + [spec.graph for spec in self.segment.values()]
+    @model_validator(mode="before")
+    @classmethod
+    def _family_section(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "family" not in data:  # schema 1, before families: a flat CLIP manifest
+            data = get_family("clip").migrate_bundle(dict(data))
+        family = get_family(str(data.get("family", "")))
+        config = data.get("config")
+        if not isinstance(config, family.bundle_config):
+            data = {**data, "config": family.bundle_config.model_validate(config)}
+        return data
+
+    @property
+    def family_obj(self) -> Family:
+        return get_family(self.family)
 
 
 class Bundle:
@@ -172,6 +111,20 @@ class Bundle:
     @property
     def backbone_id(self) -> str:
         return self.manifest.backbone_id
+
+    @property
+    def family(self) -> Family:
+        return get_family(self.manifest.family)
+
+    def config(self, model: type[C]) -> C:
+        """The family section, typed: a BundleError if this bundle is of another family."""
+        config = self.manifest.config
+        if not isinstance(config, model):
+            raise BundleError(
+                f"{self.dir} is a {self.manifest.family!r} bundle; this needs "
+                f"{model.__name__} (export a bundle of that family)"
+            )
+        return config
 
     def signature(self, name: str) -> tuple[list[TensorInfo], list[TensorInfo]]:
         """A graph's inputs and outputs: from bundle.json, or read from the graph file for
@@ -192,16 +145,6 @@ class Bundle:
     def has_graph(self, name: str) -> bool:
         return name in self.manifest.graphs
 
-    @cached_property
-    def tokenizer(self) -> ClipTokenizer:
-        return ClipTokenizer(self.dir / self.manifest.tokenizer_file, self.manifest.context_length)
-
-    @cached_property
-    def token_embedding(self) -> np.ndarray:
-        from safetensors.numpy import load_file
-
-        return load_file(str(self.dir / self.manifest.token_embedding_file))["weight"]
-
 
 def read_signature(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """A graph file's inputs and outputs, read by an unoptimised CPU ONNX Runtime session (it
@@ -212,7 +155,7 @@ def read_signature(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
-    def specs(args) -> list[TensorInfo]:
+    def specs(args: Any) -> list[TensorInfo]:
         return [TensorInfo(name=a.name, type=a.type, shape=list(a.shape)) for a in args]
 
     return specs(session.get_inputs()), specs(session.get_outputs())

@@ -8,8 +8,6 @@ Example:
     'cat'
 """
 
-__version__ = "0.1.0"
-
 from promptserve._client import AsyncClient, Client
 from promptserve._exceptions import (
     APIConnectionError,
@@ -25,6 +23,7 @@ from promptserve._exceptions import (
     PromptServeError,
     ServerOverloaded,
 )
+from promptserve._version import __version__
 from promptserve.overlay import heatmap, overlay, segment_overlay
 from promptserve.types import (
     AnomalyRequest,

@@ -23,6 +23,7 @@ from promptserve._exceptions import (
     _make_status_error,
     _parse_retry_after,
 )
+from promptserve._version import __version__
 from promptserve.types import ClassifyResponse, ModelInfo
 
 log = logging.getLogger("promptserve")
@@ -49,8 +50,6 @@ class BaseClient:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     def _headers(self) -> dict[str, str]:
-        from promptserve import __version__  # here, not at import time: __init__ imports us
-
         headers = {"Accept": "application/json", "User-Agent": f"promptserve-python/{__version__}"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"

@@ -23,7 +23,7 @@ def _backbone(text: str):
 
 
 def _segment_specs(text: str) -> tuple:
-    from promptserve.models.bundle import SegmentGraphSpec
+    from promptserve.models.clip.bundle import SegmentGraphSpec
 
     specs = []
     for item in filter(None, (t.strip() for t in text.split(","))):
@@ -108,7 +108,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.backbone is None:
         print("--backbone is required (or --format triton --bundle DIR)", file=sys.stderr)
         return 2
-    from promptserve.models.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
+    from promptserve.models.clip.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
     from promptserve.models.clip.export.onnx import export_bundle
 
     manifest = export_bundle(

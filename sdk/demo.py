@@ -60,7 +60,8 @@ def _png(img: Image.Image) -> bytes:
 
 def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
     """Bundle and artifacts (templates, CoOp, MaPLe) for the demo backbone, reused if present."""
-    from promptserve.models.bundle import Bundle, BundleError, SegmentGraphSpec, WinCLIPGraphSpec
+    from promptserve.models.bundle import Bundle, BundleError
+    from promptserve.models.clip.bundle import SegmentGraphSpec, WinCLIPGraphSpec
     from promptserve.models.clip.export.importers.coop import import_coop
     from promptserve.models.clip.export.importers.deep import import_maple
     from promptserve.models.clip.export.importers.templates import build_templates
@@ -71,7 +72,7 @@ def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
     bundle = workdir / "bundles" / "demo"
     try:
         m = Bundle(bundle).manifest
-        stale = m.backbone_id != spec.id or m.deep_prompts is None or not (m.winclip and m.segment)
+        stale = m.backbone_id != spec.id or m.config.deep_prompts is None or not (m.config.winclip and m.config.segment)
     except BundleError:
         stale = True
     if stale:  # none yet, or one from an older demo backbone
@@ -79,7 +80,7 @@ def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
         export_bundle(
             spec, bundle, winclip=WinCLIPGraphSpec(), segment=[SegmentGraphSpec(method="sclip")]
         )
-    slots = Bundle(bundle).manifest.deep_prompts
+    slots = Bundle(bundle).manifest.config.deep_prompts
     templates = build_templates(CLASSNAMES, backbone_id=spec.id, templates="imagenet80").save(
         workdir / "artifacts" / "demo-templates"
     )

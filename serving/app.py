@@ -1,28 +1,71 @@
-"""`build_app(config) -> Application`: the one place deployment options meet the classes."""
+"""The one place a family's deployments meet Ray Serve: `build_app(config) -> Application`
+applies the deployment options, and the topology (split or fused) is wired here and nowhere
+else.
+
+The bundle names its family; the family names its gateway and encoder classes
+(models/family.py), so this module imports no family.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 from ray import serve
 from ray.serve import Application
 
+from promptserve.models.bundle import Bundle
 from promptserve.serving.config import AppConfig
-from promptserve.serving.deployments.encoder import EncoderDeployment
-from promptserve.serving.deployments.gateway import GatewayIngress
 
 
-def build_app(config: AppConfig) -> Application:
+def build_app(config: AppConfig, *, user_config: dict[str, Any] | None = None) -> Application:
+    """The application `config` describes. `user_config` replaces the batch settings the
+    config gives the encoder: deploying the same app with only these changed is a live
+    update (Serve calls the encoder's `reconfigure`; no replica restarts)."""
+    gateway_cls, encoder_cls = Bundle(config.bundle).family.deployments()
     options = config.deployment_options()
-    gateway = serve.deployment(GatewayIngress, name="gateway", **options["gateway"])
+    if user_config is not None:
+        options["gateway" if config.topology == "fused" else "encoder"]["user_config"] = user_config
+    gateway = serve.deployment(gateway_cls, name="gateway", **options["gateway"])
     if config.topology == "fused":
         return gateway.bind(config, None)
-    encoder = serve.deployment(EncoderDeployment, name="encoder", **options["encoder"])
+    encoder = serve.deployment(encoder_cls, name="encoder", **options["encoder"])
     return gateway.bind(config, encoder.bind(config))
 
 
-def app_builder(args: dict) -> Application:
+def app_builder(args: dict[str, Any]) -> Application:
     """Serve config `import_path` target: `promptserve.serving.app:app_builder` with args
     `{config: <path>}` or the AppConfig fields inline."""
     from promptserve.serving.config import load_config
 
     config = load_config(args["config"]) if "config" in args else AppConfig.model_validate(args)
     return build_app(config)
+
+
+class EncoderLink:
+    """How a gateway calls its encoder, the same for both topologies: a Serve handle (split)
+    or the encoder object in this process (fused, one hop fewer)."""
+
+    def __init__(self, handle: Any | None = None, local: Any | None = None) -> None:
+        self._handle, self._local = handle, local
+
+    async def call(self, method: str, *args: Any) -> Any:
+        if self._handle is not None:
+            return await getattr(self._handle, method).remote(*args)
+        result = getattr(self._local, method)(*args)
+        return await result if asyncio.iscoroutine(result) else result
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batch settings reach an in-process encoder through its gateway; a separate encoder
+        deployment gets them from Serve itself."""
+        if self._local is not None:
+            self._local.reconfigure(user_config)
+
+
+def connect_encoder(config: AppConfig, bundle: Bundle, handle: Any | None) -> EncoderLink:
+    """The encoder a gateway replica talks to: the deployment behind `handle`, or (fused
+    topology, `handle` None) the family's encoder built in this process."""
+    if handle is not None:
+        return EncoderLink(handle=handle)
+    _, encoder_cls = bundle.family.deployments()
+    return EncoderLink(local=encoder_cls(config))

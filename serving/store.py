@@ -10,22 +10,37 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 
-from promptserve.models.artifacts import (
-    MANIFEST_FILE,
-    TENSORS_FILE,
-    ArtifactManifest,
-    PromptArtifact,
-)
-from promptserve.serving.errors import InvalidInput, PromptNotFound
+from promptserve.models.artifacts import MANIFEST_FILE, TENSORS_FILE, PromptArtifact
+from promptserve.serving.errors import BackboneMismatch, InvalidInput, PromptNotFound
 from promptserve.types import PromptInfo
 
 PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FEATURES_FILE = "features.safetensors"
 REGISTRATION_FILE = "registration.json"
+
+
+@dataclass(frozen=True)
+class PromptRef:
+    """A registered prompt as a request names it once the gateway has resolved it: the
+    encoder loads exactly this content, or answers that it was replaced."""
+
+    prompt_id: str
+    content_id: str
+
+
+def check_backbone(served: str, built_for: str) -> None:
+    """An artifact runs only on the backbone it was built for."""
+    if built_for != served:
+        raise BackboneMismatch(
+            f"the artifact was built for backbone {built_for!r} but this server runs "
+            f"{served!r}; re-import it with --backbone matching the server",
+            param="backbone",
+        )
 
 
 def check_prompt_id(prompt_id: str) -> str:
@@ -77,22 +92,23 @@ class PromptStore:
     def info(self, prompt_id: str) -> PromptInfo:
         try:
             reg = json.loads(self.fs.cat(self._path(prompt_id, REGISTRATION_FILE)))
-            manifest = ArtifactManifest.model_validate_json(
-                self.fs.cat(self._path(prompt_id, MANIFEST_FILE))
-            )
+            manifest = PromptArtifact.from_parts(
+                self.fs.cat(self._path(prompt_id, MANIFEST_FILE)).decode(), None
+            ).manifest
         except FileNotFoundError:
             raise PromptNotFound(
                 f"no prompt {prompt_id!r} is registered; list them with GET /v1/prompts",
                 param="prompt_id",
             ) from None
+        labels = manifest.labels()
         return PromptInfo(
             prompt_id=prompt_id,
             content_id=reg["content_id"],
             method=manifest.method,
             task=manifest.task,
             backbone=manifest.backbone,
-            num_classes=len(manifest.classnames),
-            classnames=manifest.classnames,
+            num_classes=len(labels) if labels is not None else None,
+            classnames=labels,
             created_at=manifest.created_at,
             registered_at=reg["registered_at"],
         )
@@ -128,7 +144,14 @@ class PromptStore:
             raise PromptNotFound(
                 f"prompt {prompt_id!r} was replaced; retry the request", param="prompt_id"
             )
-        return PromptArtifact.from_parts(manifest, tensors), load(blob)["features"]
+        artifact = PromptArtifact.from_parts(manifest, tensors)
+        if artifact.content_id != content_id:  # the files changed under us, or were altered
+            raise PromptNotFound(
+                f"prompt {prompt_id!r} no longer holds the artifact that was resolved (replaced "
+                "or altered in the store); retry the request",
+                param="prompt_id",
+            )
+        return artifact, load(blob)["features"]
 
 
 def _safetensors_metadata(blob: bytes) -> dict[str, str]:

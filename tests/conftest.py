@@ -41,12 +41,8 @@ def tiny_model(tiny_spec):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_spec, tmp_path_factory):
-    from promptserve.models.bundle import (
-        AnomalyGraphSpec,
-        Bundle,
-        SegmentGraphSpec,
-        WinCLIPGraphSpec,
-    )
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.bundle import AnomalyGraphSpec, SegmentGraphSpec, WinCLIPGraphSpec
     from promptserve.models.clip.export.onnx import export_bundle
 
     out = tmp_path_factory.mktemp("bundle")

@@ -32,8 +32,10 @@ class PromptInfo(BaseModel):
     method: str
     task: str
     backbone: str = Field(description="Id of the backbone the artifact was built for.")
-    num_classes: int
-    classnames: list[str]
+    num_classes: int | None = Field(None, description="Class count, for tasks with classes.")
+    classnames: list[str] | None = Field(
+        None, description="The labels results index, for tasks with classes."
+    )
     created_at: datetime | None = None
     registered_at: datetime
 

@@ -1,0 +1,1 @@
+"""What every family's deployments share: the gateway core and the encoder base."""

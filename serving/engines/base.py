@@ -1,21 +1,20 @@
-"""The engine interface: a runtime implements `run(graph, feeds)` over the bundle's named graphs;
-the encode methods every method and route use (images, text, deep prompts, dense outputs) are
-built on it here, once for all runtimes."""
+"""The runtime interface: `run(graph, feeds)` over a bundle's named graphs, for any family.
+
+What the graphs mean (CLIP's encode_image/encode_text, an LLM's forward) is the family's
+business (e.g. models/clip/runtime.py); a runtime only runs named graphs on named inputs.
+"""
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from functools import cached_property
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptserve.exporters.tensorrt import TensorRTOptions
-from promptserve.models.bundle import Bundle, BundleError
-from promptserve.models.clip.deep_prompts import DeepPrompts, DeepPromptSlots, VisualPromptBatch
-from promptserve.models.clip.text import TextTower
+from promptserve.models.bundle import Bundle
+from promptserve.serving.engines.graph_rules import TensorRTOptions
 
 
 class TritonClientOptions(BaseModel):
@@ -83,96 +82,9 @@ class Engine(ABC):
         """Release what the runtime holds outside this process (connections, registered
         shared memory); in-process runtimes hold nothing."""
 
-    def encode_image(
-        self, pixel_values: np.ndarray, prompts: VisualPromptBatch | None = None
-    ) -> np.ndarray:
-        """[B, 3, H, W] normalised pixels -> [B, E] image embeddings (unnormalised); with
-        `prompts`, through the prompted vision graph (plain rows masked, see graphs.py)."""
-        if prompts is None:
-            return self.run("vision", {"pixel_values": pixel_values})[0]
-        self.deep_slots  # noqa: B018 -- a clear error for bundles without prompted graphs
-        return self.run("vision_prompted", {"pixel_values": pixel_values, **prompts.inputs()})[0]
-
-    def encode_text(
-        self,
-        token_embeddings: np.ndarray,
-        eot_index: np.ndarray,
-        deep: DeepPrompts | None = None,
-    ) -> np.ndarray:
-        """[N, L, D] token embeddings, [N] EOT positions -> [N, E] text embeddings; with
-        `deep`, through the prompted text graph."""
-        feeds = {"token_embeddings": token_embeddings, "eot_index": eot_index}
-        if deep is None:
-            return self.run("text", feeds)[0]
-        slots = self.deep_slots
-        deep_inputs = {
-            "deep_prompts": deep.padded(slots.text_layers, deep.n_tokens),
-            "prompt_depth": np.asarray(deep.depth, np.int64),
-        }
-        return self.run("text_prompted", feeds | deep_inputs)[0]
-
-    def encode_dense(self, graph: str, pixel_values: np.ndarray) -> list[np.ndarray]:
-        """[B, 3, S, S] at the graph's size -> its outputs, through one of the bundle's dense
-        graphs (`bundle.json: anomaly / winclip / segment`)."""
-        self.dense_spec(graph)  # a clear error for bundles without the graph
-        return self.run(graph, {"pixel_values": pixel_values})
-
-    def encode_anomaly(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(image_embeds [B, E], patch_embeds [B, taps, g*g, E]) through AnomalyCLIP's graph."""
-        image, patches = self.encode_dense("anomaly", pixel_values)
-        return image, patches
-
-    def encode_windows(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(image_embeds [B, E], window_embeds [B, windows, E]) through WinCLIP's graph."""
-        image, windows = self.encode_dense("winclip", pixel_values)
-        return image, windows
-
-    def dense_spec(self, graph: str) -> Any:
-        """What a dense graph was exported with, or a BundleError saying how to export it."""
-        m = self.bundle.manifest
-        if graph.startswith("segment_"):
-            method = graph.removeprefix("segment_")
-            spec, flag = m.segment.get(method), f"--segment {method}"
-        else:
-            spec = getattr(m, graph, None) if graph in ("anomaly", "winclip") else None
-            flag = {"anomaly": "--anomaly-size", "winclip": "--winclip-scales"}.get(graph, "")
-        if spec is None:
-            raise BundleError(
-                f"bundle {self.bundle.dir} has no {graph} graph; export it with {flag}".rstrip()
-            )
-        return spec
-
-    @cached_property
-    def deep_slots(self) -> DeepPromptSlots:
-        slots = self.bundle.manifest.deep_prompts
-        if slots is None:
-            raise BundleError(
-                f"bundle {self.bundle.dir} has no prompted graphs (MaPLe, IVLP); re-export it "
-                "without --no-deep-prompts"
-            )
-        return slots
-
-    @cached_property
-    def text_tower(self) -> TextTower:
-        return TextTower(
-            self.bundle.tokenizer,
-            self.bundle.token_embedding,
-            self.encode_text,
-            chunk_size=self.options.text_chunk_size,
-            truncate=self.bundle.manifest.text_truncation,
-        )
-
-    def warmup(self) -> None:
-        """One call per graph, so the first requests do not pay the runtimes' allocations."""
-        size = self.bundle.manifest.preprocess.size
-        pixels = np.zeros((1, 3, size, size), np.float32)
-        self.encode_image(pixels)
-        self.text_tower.encode_texts(["warmup"])
-        if (slots := self.bundle.manifest.deep_prompts) is not None:
-            plain = VisualPromptBatch.stack(
-                [None], layers=slots.vision_layers, width=slots.vision_width
-            )
-            self.encode_image(pixels, plain)
+    def signature(self, graph: str) -> Any:
+        """The graph's (inputs, outputs) as recorded in bundle.json."""
+        return self.bundle.signature(graph)
 
 
 # Imported lazily so a server without torch never imports it.
@@ -183,9 +95,13 @@ ENGINES: dict[str, str] = {
 }
 
 
-def create_engine(name: str, bundle: Bundle, options: EngineOptions | None = None) -> Engine:
+def create_engine(
+    name: str, bundle: Bundle, options: EngineOptions | None = None, **kwargs: Any
+) -> Engine:
+    """A runtime by name over `bundle`'s graphs (`kwargs` go to its constructor)."""
     try:
         module, cls = ENGINES[name].split(":")
     except KeyError:
         raise ValueError(f"unknown engine {name!r}; available: {sorted(ENGINES)}") from None
-    return getattr(importlib.import_module(module), cls)(bundle, options)
+    engine: Engine = getattr(importlib.import_module(module), cls)(bundle, options, **kwargs)
+    return engine

@@ -8,14 +8,14 @@ from typing import ClassVar
 import numpy as np
 
 from promptserve._optional import require
-from promptserve.exporters.tensorrt import (
+from promptserve.models.bundle import Bundle
+from promptserve.serving.engines.base import Engine, EngineOptions
+from promptserve.serving.engines.graph_rules import (
     TRT_PROVIDER,
     TensorRTOptions,
     provider_options,
     static_but_batch,
 )
-from promptserve.models.bundle import Bundle
-from promptserve.serving.engines.base import Engine, EngineOptions
 
 # the batch profile must cover any encoder.max_batch_size (AppConfig checks explicit options)
 _TRT_DEFAULTS = TensorRTOptions(max_batch=256)

@@ -1,9 +1,10 @@
-"""Eager torch engine: the bundle's backbone spec loaded with open_clip, run through the same
-graph modules that export traced (models/clip/graphs.py)."""
+"""Eager torch runtime: the bundle's backbone loaded by its family and run through the same
+graph modules that export traced (the family's `torch_graphs`), for every graph the bundle
+has."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,35 +19,13 @@ class TorchEngine(Engine):
     def __init__(self, bundle: Bundle, options: EngineOptions | None = None) -> None:
         super().__init__(bundle, options)
         torch = require("torch")
-        from promptserve.models.clip.dense_graphs import AnomalyCLIPVisionGraph, WinCLIPVisionGraph
-        from promptserve.models.clip.graphs import (
-            PromptedTextGraph,
-            PromptedVisionGraph,
-            TextGraph,
-            VisionGraph,
-        )
-
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
         self._torch = torch
-        model = bundle.manifest.backbone.load()
-        m = bundle.manifest
-        graphs = {"vision": VisionGraph(model), "text": TextGraph(model)}
-        if m.deep_prompts is not None:
-            graphs |= {
-                "vision_prompted": PromptedVisionGraph(model),
-                "text_prompted": PromptedTextGraph(model),
-            }
-        if m.anomaly is not None:
-            graphs["anomaly"] = AnomalyCLIPVisionGraph(
-                model, image_size=m.anomaly.image_size, taps=m.anomaly.taps,
-                dpam_layer=m.anomaly.dpam_layer,
-            )  # fmt: skip
-        if m.winclip is not None:
-            graphs["winclip"] = WinCLIPVisionGraph(
-                model, scales=m.winclip.scales, geometric_windows=m.winclip.geometric_windows
-            )
-        self._graphs = {name: g.eval() for name, g in graphs.items()}
+        self._graphs: dict[str, Any] = bundle.family.torch_graphs(bundle)
+        missing = sorted(set(bundle.manifest.graphs) - set(self._graphs))
+        if missing:  # the family's mapping and the bundle disagree: a bug, said at start
+            raise RuntimeError(f"the {bundle.manifest.family} family has no torch module for {missing}")
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         t = self._torch

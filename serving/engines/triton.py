@@ -436,7 +436,7 @@ def _output_shape(
 def _signatures(bundle: Bundle) -> dict[str, _Signature]:
     """Each graph's signature (from bundle.json: the replica need not load graphs Triton
     runs), and whether the Triton repository leaves it out (`exporters/triton.py::unsupported`)."""
-    from promptserve.exporters.triton import TensorSpec, unsupported
+    from promptserve.serving.engines.graph_rules import TensorSpec, unsupported
 
     def specs(values) -> list[TensorSpec]:
         return [TensorSpec(v.name, v.type, tuple(v.shape)) for v in values]

@@ -43,7 +43,7 @@ def anomaly_prompt(server, tiny_model, tiny_spec, tmp_path_factory):
 def test_maps_come_back_at_each_images_size_and_match_the_engine(
     server, anomaly_prompt, tiny_bundle
 ):
-    from promptserve.serving.engines.base import create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
 
     images = [make_image(1, (320, 240)), make_image(2, (200, 300), fmt="PNG")]
     with Client(server["base_url"]) as c:
@@ -55,13 +55,13 @@ def test_maps_come_back_at_each_images_size_and_match_the_engine(
     assert all(m.min() >= 0 and m.max() <= 1 and m.std() > 1e-4 for m in maps)
 
     # the same computation without the server: resize, engine, head, resize back
-    engine = create_engine("onnxruntime", tiny_bundle)
+    engine = ClipGraphs.create("onnxruntime", tiny_bundle)
     method = get_method("anomalyclip")
     head = method.make_head(
         anomaly_prompt, method.class_features(anomaly_prompt, engine.text_tower), engine.text_tower
     )
     assert_served_maps(
-        images, out.results, head, engine.encode_anomaly, tiny_bundle.manifest.preprocess
+        images, out.results, head, engine.encode_anomaly, tiny_bundle.manifest.config.preprocess
     )
 
 

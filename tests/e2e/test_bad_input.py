@@ -13,7 +13,8 @@ import pytest
 from conftest import API_KEY
 
 from promptserve import AuthError, BackboneMismatch, Client, InvalidInput, PromptNotFound
-from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+from promptserve.models.artifacts import PromptArtifact
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.export.importers.templates import build_templates
 from promptserve.serving.store import PromptStore
 
@@ -172,7 +173,7 @@ def test_bad_registrations(http, tiny_spec):
         err = _error(http.post("/v1/prompts", json=body), 400, "invalid_input")
         assert words in err["message"], (words, err)
     wrong_width = PromptArtifact(
-        ArtifactManifest.model_validate(coop), {"ctx": np.zeros((4, 32), np.float32)}
+        ClipArtifactManifest.model_validate(coop), {"ctx": np.zeros((4, 32), np.float32)}
     )
     body = {"manifest": coop, "tensors": b64(wrong_width.tensor_bytes())}
     assert "(4, 64)" in _error(http.post("/v1/prompts", json=body), 400, "invalid_input")["message"]

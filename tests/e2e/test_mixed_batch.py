@@ -16,7 +16,8 @@ from promptserve import Client
 from promptserve.images import crop_uint8, decode_image
 from promptserve.models.clip.export.importers.deep import import_ivlp, import_maple
 from promptserve.models.clip.export.importers.templates import build_templates
-from promptserve.serving.deployments.encoder import ClassifyCall
+from promptserve.models.clip.serve.calls import ClassifyCall, Labels
+from promptserve.serving.store import PromptRef
 
 PROMPTS = {
     "animals": ["cat", "dog", "cow"],
@@ -59,15 +60,13 @@ def _call(crops, info=None, labels=None) -> ClassifyCall:
     if info is not None:
         return ClassifyCall(
             crops=crops,
-            prompt_id=info.prompt_id,
-            content_id=info.content_id,
+            head=PromptRef(info.prompt_id, info.content_id),
             top_k=10,
             return_logits=True,
         )
     return ClassifyCall(
         crops=crops,
-        labels=tuple(labels),
-        templates=("a photo of a {}.",),
+        head=Labels(tuple(labels), ("a photo of a {}.",)),
         top_k=10,
         return_logits=True,
     )
@@ -75,7 +74,7 @@ def _call(crops, info=None, labels=None) -> ClassifyCall:
 
 def test_mixed_prompt_batch_equals_separate_calls(server, prompts, images, tiny_bundle):
     encoder = serve.get_deployment_handle("encoder", app_name="promptserve")
-    size = tiny_bundle.manifest.preprocess.size
+    size = tiny_bundle.manifest.config.preprocess.size
     crops = np.stack([crop_uint8(decode_image(b), size=size) for b in images])
     calls = [
         _call(crops[0:2], prompts["animals"]),
@@ -91,13 +90,13 @@ def test_mixed_prompt_batch_equals_separate_calls(server, prompts, images, tiny_
         encoder.classify.remote(c).result()
     for _ in range(5):  # the batch window is 50 ms; on a loaded machine a call can miss it
         mixed = [r.result() for r in [encoder.classify.remote(c) for c in calls]]
-        if all(m["batch_images"] == total for m in mixed):
+        if all(m["batch_images"] == [total] for m in mixed):
             break
-    assert [m["batch_images"] for m in mixed] == [total] * len(calls), (
+    assert [m["batch_images"] for m in mixed] == [[total]] * len(calls), (
         "calls never shared a vision batch"
     )
     separate = [encoder.classify.remote(c).result() for c in calls]
-    assert [s["batch_images"] for s in separate] == [len(c.crops) for c in calls]
+    assert [s["batch_images"] for s in separate] == [[len(c.crops)] for c in calls]
     for got, want in zip(mixed, separate, strict=True):
         got, want = got["results"], want["results"]
         assert [r["top"][0]["label"] for r in got] == [r["top"][0]["label"] for r in want]
@@ -109,17 +108,42 @@ def test_mixed_prompt_batch_equals_separate_calls(server, prompts, images, tiny_
     assert {len(r["logits"]) for m in mixed for r in m["results"]} == {2, 3, 4, 5}
 
 
-def test_large_request_is_split_into_batches(server, prompts, images):
+def test_live_batch_size_change_splits_large_requests(server, prompts, images):
+    """Lowering encoder.max_batch_size through Serve's user_config (a live update, no restart)
+    reaches the encoder's chunking: a request larger than the new batch size rides in batches
+    no larger than it, with the same answers; raising it back joins them again."""
     import base64
 
     import httpx
+    from ray import serve
+
+    from promptserve.serving.app import build_app
 
     body = {
         "images": [base64.b64encode(images[i % 6]).decode() for i in range(12)],
         "prompt_id": "mixed-food",
     }
-    resp = httpx.post(f"{server['base_url']}/v1/classify", json=body, timeout=60)
-    assert resp.status_code == 200
-    sizes = [int(n) for n in resp.headers["x-promptserve-batch-images"].split(",")]
-    assert len(sizes) == 1 and sizes[0] == 12  # max_batch_size 16 in the test config
-    assert [r["index"] for r in resp.json()["results"]] == list(range(12))
+
+    def classify() -> tuple[list[int], list]:
+        resp = httpx.post(f"{server['base_url']}/v1/classify", json=body, timeout=60)
+        assert resp.status_code == 200, resp.text
+        sizes = [int(n) for n in resp.headers["x-promptserve-batch-images"].split(",")]
+        results = resp.json()["results"]
+        assert [r["index"] for r in results] == list(range(12))
+        return sizes, [[t["label"] for t in r["top"]] for r in results]
+
+    sizes, want = classify()
+    assert sizes == [12]  # max_batch_size 16 in the test config
+    deploy = {"name": "promptserve", "route_prefix": "/", "blocking": False}
+    cfg = server["config"]
+    try:
+        serve.run(
+            build_app(cfg, user_config={"max_batch_size": 5, "batch_wait_timeout_s": 0.05}),
+            **deploy,
+        )
+        sizes, got = classify()
+        assert sorted(sizes) == [2, 5, 5] and got == want
+    finally:
+        serve.run(build_app(cfg), **deploy)
+    sizes, got = classify()
+    assert sizes == [12] and got == want

@@ -16,9 +16,9 @@ from PIL import Image
 from promptserve import Client, InvalidInput, segment_overlay
 from promptserve.models.clip.export.importers.templates import build_templates
 from promptserve.models.clip.methods.segment import DEFAULTS, cut_windows, segment, window_boxes
+from promptserve.models.clip.serve.inputs import decode_for_segment
 from promptserve.models.clip.text import template_ensemble
 from promptserve.serving.config import LimitsConfig
-from promptserve.serving.inputs import decode_for_segment
 
 TEMPLATE = ["a photo of a {}."]
 
@@ -26,10 +26,10 @@ TEMPLATE = ["a photo of a {}."]
 def _direct(bundle, blob, names, name_class, method, *, short_side, stride=112):
     """The server's computation without the server."""
     from promptserve.images import normalize
-    from promptserve.serving.engines.base import create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
 
-    engine = create_engine("onnxruntime", bundle)
-    pre = bundle.manifest.preprocess
+    engine = ClipGraphs.create("onnxruntime", bundle)
+    pre = bundle.manifest.config.preprocess
     image, original = decode_for_segment(blob, 0, short_side, LimitsConfig())
     boxes = window_boxes(*image.shape[:2], 224, stride)
     fill = tuple(round(255 * m) for m in pre.mean)

@@ -18,7 +18,8 @@ from triton_server import start_triton, triton_home
 from promptserve import Client, ServerOverloaded
 from promptserve.exporters.triton import TritonOptions, write_model_repository
 from promptserve.models.clip.deep_prompts import DeepPrompts, VisualPromptBatch
-from promptserve.serving.engines.base import EngineOptions, TritonClientOptions, create_engine
+from promptserve.models.clip.runtime import ClipGraphs
+from promptserve.serving.engines.base import EngineOptions, TritonClientOptions
 from promptserve.serving.errors import BackendUnavailable
 
 pytestmark = pytest.mark.skipif(
@@ -43,7 +44,7 @@ def triton(repository, tmp_path_factory):
 
 def _engine(bundle, url: str, **triton):
     options = EngineOptions(triton=TritonClientOptions(url=url, **triton))
-    return create_engine("triton", bundle, options)
+    return ClipGraphs.create("triton", bundle, options)
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_engine_matches_onnxruntime(triton, tiny_bundle, engines, protocol, shar
     url = triton.grpc_url if protocol == "grpc" else triton.http_url
     remote = _engine(tiny_bundle, url, protocol=protocol, shared_memory=shared_memory)
     engines.append(remote)
-    local = create_engine("onnxruntime", tiny_bundle)
+    local = ClipGraphs.create("onnxruntime", tiny_bundle)
     rng = np.random.default_rng(0)
     pixels = rng.standard_normal((3, 3, 224, 224)).astype(np.float32)
     np.testing.assert_allclose(remote.encode_image(pixels), local.encode_image(pixels), atol=1e-5)
@@ -70,7 +71,7 @@ def test_engine_matches_onnxruntime(triton, tiny_bundle, engines, protocol, shar
     np.testing.assert_allclose(
         remote.text_tower.encode_texts(texts), local.text_tower.encode_texts(texts), atol=1e-5
     )
-    slots = tiny_bundle.manifest.deep_prompts
+    slots = tiny_bundle.manifest.config.deep_prompts
     prompts = DeepPrompts(rng.standard_normal((2, 3, slots.vision_width)).astype(np.float32))
     batch = VisualPromptBatch.stack(
         [prompts, None, prompts], layers=slots.vision_layers, width=slots.vision_width
@@ -79,7 +80,7 @@ def test_engine_matches_onnxruntime(triton, tiny_bundle, engines, protocol, shar
         remote.encode_image(pixels, batch), local.encode_image(pixels, batch), atol=1e-5
     )
     # the prompted text graph (unbatched in Triton: its deep prompts are per call)
-    width = tiny_bundle.manifest.text_width
+    width = tiny_bundle.manifest.config.text_width
     deep = DeepPrompts(rng.standard_normal((2, 4, width)).astype(np.float32))
     ids = local.text_tower.tokenizer(["X X X X cat.", "X X X X dog."])
     emb, eot = local.text_tower.embed_tokens(ids), ids.argmax(-1)
@@ -107,16 +108,16 @@ def test_shared_memory_regions_grow_and_are_released(triton, tiny_bundle, protoc
     regions and gets the right outputs; close() unregisters everything."""
     url = triton.grpc_url if protocol == "grpc" else triton.http_url
     remote = _engine(tiny_bundle, url, protocol=protocol, shared_memory="system")
-    local = create_engine("onnxruntime", tiny_bundle)
+    local = ClipGraphs.create("onnxruntime", tiny_bundle)
     rng = np.random.default_rng(1)
     try:
         small = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
         np.testing.assert_allclose(remote.encode_image(small), local.encode_image(small), atol=1e-5)
-        first = remote._shm.registered()
+        first = remote.engine._shm.registered()
         assert len(first) == 2 and first <= _registered(triton)  # pixel_values, image_embeds
         large = rng.standard_normal((5, 3, 224, 224)).astype(np.float32)
         np.testing.assert_allclose(remote.encode_image(large), local.encode_image(large), atol=1e-5)
-        grown = remote._shm.registered()
+        grown = remote.engine._shm.registered()
         assert len(grown) == 2 and not grown & first and grown <= _registered(triton)
         assert not first & _registered(triton)  # the outgrown regions were unregistered
     finally:
@@ -131,14 +132,14 @@ def test_concurrent_calls_share_the_connection_pool(triton, tiny_bundle, engines
 
     remote = _engine(tiny_bundle, triton.grpc_url, connections=2, shared_memory="system")
     engines.append(remote)
-    local = create_engine("onnxruntime", tiny_bundle)
+    local = ClipGraphs.create("onnxruntime", tiny_bundle)
     rng = np.random.default_rng(2)
     batches = [rng.standard_normal((1 + i % 3, 3, 224, 224)).astype(np.float32) for i in range(12)]
     with ThreadPoolExecutor(6) as pool:
         got = list(pool.map(remote.encode_image, batches))
     for g, batch in zip(got, batches, strict=True):
         np.testing.assert_allclose(g, local.encode_image(batch), atol=1e-5)
-    assert len(remote._clients) == 2
+    assert len(remote.engine._clients) == 2
 
 
 def test_clear_errors_when_triton_cannot_serve(triton, tiny_bundle, engines):
@@ -152,9 +153,9 @@ def test_clear_errors_when_triton_cannot_serve(triton, tiny_bundle, engines):
         slow.encode_image(np.zeros((1, 3, 224, 224), np.float32))
     # Triton may still write the timed-out call's outputs: its regions are dropped, not reused,
     # and unregistered from the server by close() at the latest
-    assert not any(slot for free in slow._shm._free.values() for slot in free)
+    assert not any(slot for free in slow.engine._shm._free.values() for slot in free)
     slow.close()
-    assert not {r for r in _registered(triton) if r.startswith(slow._shm._prefix)}
+    assert not {r for r in _registered(triton) if r.startswith(slow.engine._shm._prefix)}
 
 
 def test_only_connection_failures_are_retried():

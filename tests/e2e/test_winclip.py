@@ -12,17 +12,17 @@ from ray import serve
 
 from promptserve import Client, InvalidInput
 from promptserve.models.clip.methods.winclip import WinCLIPHead
-from promptserve.serving.deployments.encoder import AnomalyCall
-from promptserve.serving.inputs import decode_resized
+from promptserve.models.clip.serve.calls import AnomalyCall, ObjectName
+from promptserve.models.clip.serve.inputs import decode_resized
 
 
 def test_winclip_maps_match_the_engine_computation(server, tiny_bundle):
-    from promptserve.serving.engines.base import create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
 
     images = [make_image(11, (300, 200)), make_image(12, (180, 240), fmt="PNG")]
     with Client(server["base_url"]) as c:
         info = c.model_info()
-        out = c.detect_anomalies(images, object_name="bottle")
+        out = c.detect_anomalies(images, head=ObjectName("bottle"))
     assert info.anomaly_methods == ["anomalyclip", "winclip"] and "anomaly" in info.tasks
     assert out.method == "winclip" and out.object_name == "bottle" and out.prompt_id is None
     maps = [r.anomaly_map() for r in out.results]
@@ -30,19 +30,19 @@ def test_winclip_maps_match_the_engine_computation(server, tiny_bundle):
     assert all(0 <= r.score <= 1 for r in out.results)
     assert all(m.min() >= 0 and m.max() <= 1 and m.std() > 1e-4 for m in maps)
 
-    engine = create_engine("onnxruntime", tiny_bundle)
-    spec = tiny_bundle.manifest.winclip
+    engine = ClipGraphs.create("onnxruntime", tiny_bundle)
+    spec = tiny_bundle.manifest.config.winclip
     assert spec.scales == WINCLIP_SCALES
     head = WinCLIPHead.build(engine.text_tower, "bottle", spec=spec, image_size=224)
     assert_served_maps(
-        images, out.results, head, engine.encode_windows, tiny_bundle.manifest.preprocess
+        images, out.results, head, engine.encode_windows, tiny_bundle.manifest.config.preprocess
     )
 
 
 def test_object_name_changes_the_scores(server):
     image = make_image(13)
     with Client(server["base_url"]) as c:
-        a = c.detect_anomalies(image, object_name="bottle").results[0]
+        a = c.detect_anomalies(image, head=ObjectName("bottle")).results[0]
         b = c.detect_anomalies(image, object_name="carpet").results[0]
     assert abs(a.score - b.score) > 1e-6
 
@@ -53,21 +53,21 @@ def test_object_names_share_one_window_batch(server, images):
     encoder = serve.get_deployment_handle("encoder", app_name="promptserve")
     crops, sizes = decode_resized(images, 224, server["config"].limits)
     calls = [
-        AnomalyCall(crops=crops[0:2], sizes=tuple(sizes[0:2]), object_name="bottle"),
-        AnomalyCall(crops=crops[2:3], sizes=tuple(sizes[2:3]), object_name="screw"),
-        AnomalyCall(crops=crops[3:6], sizes=tuple(sizes[3:6]), object_name="bottle"),
+        AnomalyCall(crops=crops[0:2], sizes=tuple(sizes[0:2]), head=ObjectName("bottle")),
+        AnomalyCall(crops=crops[2:3], sizes=tuple(sizes[2:3]), head=ObjectName("screw")),
+        AnomalyCall(crops=crops[3:6], sizes=tuple(sizes[3:6]), head=ObjectName("bottle")),
     ]
     total = sum(len(c.crops) for c in calls)
     for c in calls:  # text embeddings computed before the timed calls
         encoder.detect_anomalies.remote(c).result()
     for _ in range(5):  # the batch window is 50 ms; on a loaded machine a call can miss it
         mixed = [r.result() for r in [encoder.detect_anomalies.remote(c) for c in calls]]
-        if all(m["batch_images"] == total for m in mixed):
+        if all(m["batch_images"] == [total] for m in mixed):
             break
-    assert [m["batch_images"] for m in mixed] == [total] * len(calls), "never shared a batch"
+    assert [m["batch_images"] for m in mixed] == [[total]] * len(calls), "never shared a batch"
     for call, got in zip(calls, mixed, strict=True):
         alone = encoder.detect_anomalies.remote(call).result()
-        assert alone["batch_images"] == len(call.crops)
+        assert alone["batch_images"] == [len(call.crops)]
         np.testing.assert_allclose(
             [r["score"] for r in got["results"]], [r["score"] for r in alone["results"]], atol=1e-5
         )
@@ -80,7 +80,7 @@ def test_prompt_choice_errors(server):
         with pytest.raises(InvalidInput, match="exactly one"):
             c.detect_anomalies(image)
         with pytest.raises(InvalidInput, match="exactly one"):
-            c.detect_anomalies(image, prompt_id="anomaly-ac", object_name="bottle")
+            c.detect_anomalies(image, prompt_id="anomaly-ac", head=ObjectName("bottle"))
         with pytest.raises(InvalidInput, match="object_name"):
             c.detect_anomalies(image, object_name="x" * 65)
     b64 = "bm90IGFuIGltYWdl"

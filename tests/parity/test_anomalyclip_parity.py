@@ -159,7 +159,8 @@ def test_anomalyclip_scores_and_maps_match_official(model, tmp_path, size):
 
 @pytest.fixture(scope="module")
 def anomaly_bundle(model, tmp_path_factory):
-    from promptserve.models.bundle import AnomalyGraphSpec, Bundle
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.clip.bundle import AnomalyGraphSpec
     from promptserve.models.clip.export.onnx import export_bundle
     from promptserve.models.clip.export.seeded import seeded_backbone
 
@@ -176,26 +177,28 @@ def anomaly_bundle(model, tmp_path_factory):
 
 
 def test_bundle_exports_the_anomaly_graph_and_engines_run_it(model, anomaly_bundle):
-    from promptserve.serving.engines.base import create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
 
     m = anomaly_bundle.manifest
-    assert m.anomaly is not None and m.anomaly.grid == 6 and m.anomaly.taps == TAPS
+    assert m.config.anomaly is not None and m.config.anomaly.grid == 6 and m.config.anomaly.taps == TAPS
     assert m.parity["anomaly"].passed
     pixels = np.random.default_rng(2).standard_normal((2, 3, 84, 84)).astype(np.float32)
     with torch.no_grad():
         want = AnomalyCLIPVisionGraph(model, image_size=84, taps=TAPS)(torch.from_numpy(pixels))
     for name in ("onnxruntime", "torch"):
-        image, patches = create_engine(name, anomaly_bundle).encode_anomaly(pixels)
+        image, patches = ClipGraphs.create(name, anomaly_bundle).encode_anomaly(pixels)
         np.testing.assert_allclose(image, want[0].numpy(), atol=1e-4)
         np.testing.assert_allclose(patches, want[1].numpy(), atol=1e-4)
 
 
 def test_bundle_without_anomaly_graph_says_how_to_get_one(tiny_bundle):
     from promptserve.models.bundle import Bundle, BundleError
-    from promptserve.serving.engines.base import create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
 
     bundle = Bundle(tiny_bundle.dir)  # a private copy: the manifest is edited below
-    engine = create_engine("onnxruntime", bundle)
-    bundle.manifest = bundle.manifest.model_copy(update={"anomaly": None})
+    engine = ClipGraphs.create("onnxruntime", bundle)
+    bundle.manifest = bundle.manifest.model_copy(
+        update={"config": bundle.manifest.config.model_copy(update={"anomaly": None})}
+    )
     with pytest.raises(BundleError, match="--anomaly-size"):
         engine.encode_anomaly(np.zeros((1, 3, 224, 224), np.float32))

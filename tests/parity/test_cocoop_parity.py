@@ -21,7 +21,7 @@ from dassl_layout import dassl_importable
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.clip.export.importers.cocoop import import_cocoop
 from promptserve.models.clip.methods import get_method
-from promptserve.serving.engines.base import create_engine
+from promptserve.models.clip.runtime import ClipGraphs
 
 CLASSNAMES = ["golden_retriever", "air conditioner", "cat", "sea anemone", "fire truck"]
 
@@ -117,7 +117,7 @@ def save_cocoop_checkpoint(out: Path, learner: PromptLearner, dtype: torch.dtype
 
 @pytest.fixture(scope="module")
 def engines(tiny_bundle):
-    return {name: create_engine(name, tiny_bundle) for name in ("torch", "onnxruntime")}
+    return {name: ClipGraphs.create(name, tiny_bundle) for name in ("torch", "onnxruntime")}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_cocoop_matches_official_forward(
     assert head.dynamic
     # Small groups force several text-graph calls per batch: chunking must not change results.
     head = type(head)(**{**head.__dict__, "max_sequences": 2 * len(CLASSNAMES)})
-    got = head.logits(engine.encode_image(pixels), m.logit_scale)
+    got = head.logits(engine.encode_image(pixels), m.config.logit_scale)
     want = reference_logits(tiny_model, load_model(tiny_model, learner), torch.from_numpy(pixels))
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
@@ -168,7 +168,7 @@ def test_cocoop_import_and_validate_errors(tiny_model, tiny_spec, tiny_bundle, t
     art = import_cocoop(path, classnames=CLASSNAMES, backbone=tiny_spec)
     with pytest.raises(ArtifactError, match="does not fit"):
         get_method("cocoop").validate(
-            art, tiny_bundle.manifest.model_copy(update={"text_width": 64, "embed_dim": 128})
+            art, tiny_bundle.manifest.config.model_copy(update={"text_width": 64, "embed_dim": 128})
         )
     torch.save({"state_dict": {"ctx": torch.zeros(4, 64)}}, tmp_path / "coop.pth")
     with pytest.raises(ArtifactError, match="not a CoCoOp prompt learner"):

@@ -35,7 +35,7 @@ from promptserve.models.clip.export.importers.coop import import_coop  # noqa: E
 from promptserve.models.clip.export.importers.templates import build_templates  # noqa: E402
 from promptserve.models.clip.methods.coop import CoOpMethod  # noqa: E402
 from promptserve.models.clip.methods.templates import TemplatesMethod  # noqa: E402
-from promptserve.serving.engines.base import create_engine  # noqa: E402
+from promptserve.models.clip.runtime import ClipGraphs  # noqa: E402
 
 ATOL = RTOL = 1e-4
 ENGINES = ("torch", "onnxruntime")
@@ -78,7 +78,7 @@ def save_official_checkpoint(
 # -- fixtures and helpers ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engines(tiny_bundle):
-    return {name: create_engine(name, tiny_bundle) for name in ENGINES}
+    return {name: ClipGraphs.create(name, tiny_bundle) for name in ENGINES}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def served_logits(bundle, engine, features: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    return bundle.manifest.logit_scale * _normalize(engine.encode_image(pixels)) @ features.T
+    return bundle.manifest.config.logit_scale * _normalize(engine.encode_image(pixels)) @ features.T
 
 
 @torch.no_grad()
@@ -215,7 +215,7 @@ def test_reference_is_sensitive_to_position_and_ctx(tiny_model, tiny_bundle, pix
 
     # The tolerance is far below the logits' own scale (logit_scale ~ 14.3 on cosines).
     assert np.abs(by_position["end"]).max() > 1e4 * ATOL
-    assert tiny_bundle.manifest.logit_scale == pytest.approx(float(tiny_model.logit_scale.exp()))
+    assert tiny_bundle.manifest.config.logit_scale == pytest.approx(float(tiny_model.logit_scale.exp()))
 
 
 def test_parity_check_rejects_wrong_position_or_class_order(
@@ -286,7 +286,7 @@ def test_validate_rejects_ctx_for_another_width_or_class_count(
     path, _ = save_official_checkpoint(tmp_path / "run", learner, dtype=torch.float32)
     artifact = import_coop(path, classnames=CLASSNAMES, backbone=tiny_spec)
     with pytest.raises(ArtifactError, match=r"needs tensor `ctx` of shape \(4, 4, 128\)"):
-        CoOpMethod.validate(artifact, tiny_bundle.manifest.model_copy(update={"text_width": 128}))
+        CoOpMethod.validate(artifact, tiny_bundle.manifest.config.model_copy(update={"text_width": 128}))
     fewer = PromptArtifact(
         artifact.manifest.model_copy(update={"classnames": CLASSNAMES[:3]}), artifact.tensors
     )

@@ -20,12 +20,12 @@ from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.clip.deep_prompts import VisualPromptBatch
 from promptserve.models.clip.export.importers.deep import import_ivlp, import_maple
 from promptserve.models.clip.methods import get_method
-from promptserve.serving.engines.base import create_engine
+from promptserve.models.clip.runtime import ClipGraphs
 
 
 @pytest.fixture(scope="module")
 def engines(tiny_bundle):
-    return {name: create_engine(name, tiny_bundle) for name in ("torch", "onnxruntime")}
+    return {name: ClipGraphs.create(name, tiny_bundle) for name in ("torch", "onnxruntime")}
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,11 @@ def _serve_logits(art: PromptArtifact, engine, bundle, pixels: np.ndarray) -> np
     method.validate(art, m)
     tower = engine.text_tower
     head = method.make_head(art, method.class_features(art, tower), tower)
-    slots = m.deep_prompts
+    slots = m.config.deep_prompts
     batch = VisualPromptBatch.stack(
         [head.visual] * len(pixels), layers=slots.vision_layers, width=slots.vision_width
     )
-    return head.logits(engine.encode_image(pixels, batch), m.logit_scale)
+    return head.logits(engine.encode_image(pixels, batch), m.config.logit_scale)
 
 
 MAPLE_CASES = {
@@ -129,19 +129,19 @@ def test_deep_import_and_validate_errors(tiny_model, tiny_spec, tiny_bundle, tmp
     art = import_maple(path, classnames=CLASSNAMES, backbone=tiny_spec)
     m = tiny_bundle.manifest
     with pytest.raises(ArtifactError, match="prompted graphs"):
-        get_method("maple").validate(art, m.model_copy(update={"deep_prompts": None}))
-    small = m.deep_prompts.model_copy(update={"vision_layers": 2})
+        get_method("maple").validate(art, m.config.model_copy(update={"deep_prompts": None}))
+    small = m.config.deep_prompts.model_copy(update={"vision_layers": 2})
     with pytest.raises(ArtifactError, match=r"depth 3 is outside 1\.\.2"):
-        get_method("maple").validate(art, m.model_copy(update={"deep_prompts": small}))
-    narrow = m.deep_prompts.model_copy(update={"max_tokens": 1})
+        get_method("maple").validate(art, m.config.model_copy(update={"deep_prompts": small}))
+    narrow = m.config.deep_prompts.model_copy(update={"max_tokens": 1})
     with pytest.raises(ArtifactError, match="at most 1"):
-        get_method("maple").validate(art, m.model_copy(update={"deep_prompts": narrow}))
+        get_method("maple").validate(art, m.config.model_copy(update={"deep_prompts": narrow}))
     torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(2, 64)}}, tmp_path / "x.pth")
     with pytest.raises(ArtifactError, match="not a MaPLe checkpoint"):
         import_maple(tmp_path / "x.pth", classnames=CLASSNAMES, backbone=tiny_spec)
     gap = {
-        "prompt_learner.ctx": torch.zeros(2, m.text_width),
-        "image_encoder.VPT": torch.zeros(2, m.deep_prompts.vision_width),
+        "prompt_learner.ctx": torch.zeros(2, m.config.text_width),
+        "image_encoder.VPT": torch.zeros(2, m.config.deep_prompts.vision_width),
         "image_encoder.transformer.resblocks.2.VPT_shallow": torch.zeros(2, 64),
     }
     torch.save({"state_dict": gap}, tmp_path / "gap.pth")
@@ -157,7 +157,7 @@ def test_mixed_deep_prompt_batch_equals_per_artifact_runs(
     artifact (5 vision tokens, depth 2) and plain CLIP rows equals each artifact alone and the
     plain graph: padding and masking leave every row's computation unchanged."""
     engine = engines[engine_name]
-    slots = tiny_bundle.manifest.deep_prompts
+    slots = tiny_bundle.manifest.config.deep_prompts
     maple_path, _ = maple_checkpoint(
         tmp_path / "m", tiny_model, n_ctx=2, depth=3, ctx_init="a photo of a", fp16=True
     )

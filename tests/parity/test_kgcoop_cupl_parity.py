@@ -28,15 +28,15 @@ from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.clip.export.importers.coop import import_kgcoop
 from promptserve.models.clip.export.importers.cupl import import_cupl
 from promptserve.models.clip.methods import get_method
+from promptserve.models.clip.runtime import ClipGraphs
 from promptserve.models.clip.templates import IMAGENET_80
-from promptserve.serving.engines.base import create_engine
 
 CLASSNAMES = ["golden_retriever", "air conditioner", "cat"]
 
 
 @pytest.fixture(scope="module")
 def engines(tiny_bundle):
-    return {name: create_engine(name, tiny_bundle) for name in ("torch", "onnxruntime")}
+    return {name: ClipGraphs.create(name, tiny_bundle) for name in ("torch", "onnxruntime")}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def pixels() -> np.ndarray:
 def served_logits(bundle, engine, features, pixels):
     img = engine.encode_image(pixels)
     img = img / np.linalg.norm(img, axis=-1, keepdims=True)
-    return bundle.manifest.logit_scale * img @ features.T
+    return bundle.manifest.config.logit_scale * img @ features.T
 
 
 def save_kgcoop_checkpoint(

@@ -37,9 +37,9 @@ def test_prompt_ensemble_sizes():
 
 
 def test_winclip_matches_anomalib(tiny_model, tiny_bundle):
-    from promptserve.serving.engines.base import create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
 
-    tower = create_engine("onnxruntime", tiny_bundle).text_tower
+    tower = ClipGraphs.create("onnxruntime", tiny_bundle).text_tower
     text = text_embeddings(tower, "bottle")
     # the same text embeddings the reference computes with open_clip (encode_text, mean)
     normal, anomalous = prompt_ensemble("bottle")
@@ -87,24 +87,27 @@ def test_geometric_windows_take_their_own_patches(tiny_model):
 
 
 def test_bundle_exports_the_winclip_graph_and_engines_run_it(tiny_spec, tiny_model, tmp_path):
-    from promptserve.models.bundle import Bundle, BundleError, WinCLIPGraphSpec
+    from promptserve.models.bundle import Bundle, BundleError
+    from promptserve.models.clip.bundle import WinCLIPGraphSpec
     from promptserve.models.clip.export.onnx import export_bundle
-    from promptserve.serving.engines.base import create_engine
+    from promptserve.models.clip.runtime import ClipGraphs
 
     out = tmp_path / "bundle"
     export_bundle(
         tiny_spec, out, progress=False, deep_prompts=False, winclip=WinCLIPGraphSpec(scales=(2, 3))
     )
     bundle = Bundle(out)
-    assert bundle.manifest.winclip.grid == 7 and bundle.manifest.parity["winclip"].passed
+    assert bundle.manifest.config.winclip.grid == 7 and bundle.manifest.parity["winclip"].passed
     pixels = np.random.default_rng(8).standard_normal((2, 3, 224, 224)).astype(np.float32)
     with torch.no_grad():
         want = WinCLIPVisionGraph(tiny_model, scales=(2, 3))(torch.from_numpy(pixels))
     for name in ("onnxruntime", "torch"):
-        image, windows = create_engine(name, bundle).encode_windows(pixels)
+        image, windows = ClipGraphs.create(name, bundle).encode_windows(pixels)
         np.testing.assert_allclose(image, want[0].numpy(), atol=1e-4)
         np.testing.assert_allclose(windows, want[1].numpy(), atol=1e-4)
-    plain = create_engine("onnxruntime", Bundle(out))
-    plain.bundle.manifest = plain.bundle.manifest.model_copy(update={"winclip": None})
+    plain = ClipGraphs.create("onnxruntime", Bundle(out))
+    plain.bundle.manifest = plain.bundle.manifest.model_copy(
+        update={"config": plain.bundle.manifest.config.model_copy(update={"winclip": None})}
+    )
     with pytest.raises(BundleError, match="--winclip-scales"):
         plain.encode_windows(pixels)

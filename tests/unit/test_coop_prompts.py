@@ -7,12 +7,12 @@ import pytest
 
 from promptserve.models.artifacts import ArtifactError
 from promptserve.models.clip.methods.coop import build_prompts
-from promptserve.serving.engines.base import create_engine
+from promptserve.models.clip.runtime import ClipGraphs
 
 
 @pytest.fixture(scope="module")
 def tower(tiny_bundle):
-    return create_engine("onnxruntime", tiny_bundle).text_tower
+    return ClipGraphs.create("onnxruntime", tiny_bundle).text_tower
 
 
 @pytest.mark.parametrize("position", ["end", "middle", "front"])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import promptserve.models.clip.bundle as clip_bundle
 from promptserve.models.bundle import Bundle
 from promptserve.models.clip.export.onnx import ExportParityError, export_bundle
-from promptserve.serving.engines.base import EngineOptions, create_engine
+from promptserve.models.clip.runtime import ClipGraphs
+from promptserve.serving.engines.base import EngineOptions
 
 
 def test_bundle_records_passing_parity(tiny_bundle):
@@ -18,8 +20,8 @@ def test_bundle_records_passing_parity(tiny_bundle):
     }  # fmt: skip
     for p in m.parity.values():
         assert p.passed and p.max_abs_diff <= 1e-4 and p.min_cosine > 0.99999
-    assert m.preprocess.size == 224 and m.embed_dim == 64 and m.text_width == 64
-    assert tiny_bundle.token_embedding.shape == (49408, 64)
+    assert m.config.preprocess.size == 224 and m.config.embed_dim == 64 and m.config.text_width == 64
+    assert clip_bundle.token_embedding(tiny_bundle).shape == (49408, 64)
 
 
 def test_bundle_records_each_graphs_signature(tiny_bundle, tmp_path):
@@ -48,16 +50,16 @@ def test_bundle_records_each_graphs_signature(tiny_bundle, tmp_path):
 
 
 def test_engines_agree(tiny_bundle):
-    ort = create_engine("onnxruntime", tiny_bundle, EngineOptions(threads=1))
-    pt = create_engine("torch", tiny_bundle)
+    ort = ClipGraphs.create("onnxruntime", tiny_bundle, EngineOptions(threads=1))
+    pt = ClipGraphs.create("torch", tiny_bundle)
     rng = np.random.default_rng(0)
     for batch in (1, 5):
         x = rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)
         np.testing.assert_allclose(ort.encode_image(x), pt.encode_image(x), atol=1e-4)
-    ids = tiny_bundle.tokenizer(
+    ids = clip_bundle.tokenizer(tiny_bundle)(
         ["a photo of a dog.", "X X X X a cat.", "a longer sentence about the sea."]
     )
-    emb = tiny_bundle.token_embedding[ids]
+    emb = clip_bundle.token_embedding(tiny_bundle)[ids]
     np.testing.assert_allclose(
         ort.encode_text(emb, ids.argmax(-1)), pt.encode_text(emb, ids.argmax(-1)), atol=1e-4
     )
@@ -72,12 +74,12 @@ def test_export_fails_loudly_above_tolerance(tiny_spec, tmp_path):
 
 def test_unknown_engine_and_provider():
     with pytest.raises(ValueError, match="available"):
-        create_engine("tensorflow", None)  # type: ignore[arg-type]
+        ClipGraphs.create("tensorflow", None)  # type: ignore[arg-type]
 
 
 def test_missing_execution_provider_is_explained(tiny_bundle):
     with pytest.raises(ValueError, match="not available"):
-        create_engine(
+        ClipGraphs.create(
             "onnxruntime", tiny_bundle, EngineOptions(providers=["TensorrtExecutionProvider"])
         )
 
@@ -86,13 +88,13 @@ def test_missing_execution_provider_is_explained(tiny_bundle):
 def test_text_sequences_cut_after_eot_give_the_same_features(tiny_bundle, engine_name):
     """Causal attention: positions after a sequence's EOT never reach it, so the tower may cut
     chunks after their longest EOT (and group by length) without changing any feature."""
-    engine = create_engine(engine_name, tiny_bundle)
+    engine = ClipGraphs.create(engine_name, tiny_bundle)
     tower = engine.text_tower
-    assert tiny_bundle.manifest.text_truncation and tower.truncate
+    assert tiny_bundle.manifest.config.text_truncation and tower.truncate
     texts = ["a cat.", "X X X X a golden retriever.", "a " + "very " * 30 + "long caption.", "dog"]
     texts = texts * 3  # more than one chunk below
     tower.chunk_size = 5
-    ids = tiny_bundle.tokenizer(texts)
+    ids = clip_bundle.tokenizer(tiny_bundle)(texts)
     emb = tower.embed_tokens(ids)
     full = engine.encode_text(emb, ids.argmax(-1))  # every sequence at the full 77 tokens
     np.testing.assert_allclose(tower.encode(emb, ids.argmax(-1)), full, atol=1e-5)

@@ -98,15 +98,21 @@ def test_api_keys_from_config_and_env(monkeypatch):
     assert AuthConfig(api_keys_env=None).keys() == frozenset()
 
 
-def test_serve_config_import_path_builds_both_topologies(tmp_path):
+def test_serve_config_import_path_builds_both_topologies(tiny_bundle, tmp_path):
+    """The family's deployments come from the bundle, so building needs the bundle; the
+    example config names one `promptserve export` writes."""
     from pathlib import Path
 
     from ray.serve import Application
 
+    from promptserve.models.bundle import BundleError
     from promptserve.serving.app import app_builder
 
     example = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
-    assert isinstance(app_builder({"config": str(example)}), Application)
-    assert isinstance(app_builder({"bundle": str(tmp_path), "topology": "fused"}), Application)
+    with pytest.raises(BundleError, match="promptserve export"):
+        app_builder({"config": str(example)})
+    bundle = str(tiny_bundle.dir)
+    for topology in ("split", "fused"):
+        assert isinstance(app_builder({"bundle": bundle, "topology": topology}), Application)
     with pytest.raises(ValueError, match="topology"):
-        app_builder({"bundle": str(tmp_path), "topology": "sideways"})
+        app_builder({"bundle": bundle, "topology": "sideways"})

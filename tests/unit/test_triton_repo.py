@@ -59,7 +59,7 @@ def test_tensorrt_accelerator_in_configs(tiny_bundle, tmp_path):
     accelerator with a profile over the dynamic batcher's sizes; the text graphs and the
     prompted vision graph (dynamic sequence / prompt length) do not; every config still parses
     and matches its graph."""
-    from promptserve.exporters.tensorrt import cache_prefix
+    from promptserve.serving.engines.graph_rules import cache_prefix
     from promptserve.exporters.triton import CONFIG_FILE, check_config, parse_config
 
     cmd = [sys.executable, "-m", "promptserve.cli", "export", "--format", "triton", "--bundle",
@@ -87,13 +87,13 @@ def test_tensorrt_accelerator_in_configs(tiny_bundle, tmp_path):
         graph = tiny_bundle.graph_path(path.parent.name.removeprefix("promptserve_"))
         assert params["trt_engine_cache_prefix"] == cache_prefix(graph)
     m = tiny_bundle.manifest
-    assert accelerated == {"vision", "anomaly", "winclip"} | {s.graph for s in m.segment.values()}
+    assert accelerated == {"vision", "anomaly", "winclip"} | {s.graph for s in m.config.segment.values()}
 
 
 def test_tensorrt_options_are_checked():
     from pydantic import ValidationError
 
-    from promptserve.exporters.tensorrt import TensorRTOptions, profile_shapes
+    from promptserve.serving.engines.graph_rules import TensorRTOptions, profile_shapes
 
     with pytest.raises(ValidationError, match="ONNX Runtime backend"):
         TritonOptions(backend="python", tensorrt=TensorRTOptions())
@@ -126,7 +126,7 @@ def test_local_build_refuses_without_tensorrt(tiny_bundle):
 def test_engine_cache_prefix_names_the_weights(tiny_bundle, tmp_path):
     """ONNX Runtime keys cached engines by file and tensor names only: the prefix must change
     when the weights do, or two bundles of one architecture would share engines."""
-    from promptserve.exporters.tensorrt import cache_prefix
+    from promptserve.serving.engines.graph_rules import cache_prefix
 
     source = tiny_bundle.graph_path("vision")
     data = bytearray(source.read_bytes())

@@ -18,29 +18,23 @@ from tqdm.auto import tqdm
 
 from promptserve.models.bundle import (
     BUNDLE_FILE,
-    AnomalyGraphSpec,
     BundleManifest,
     GraphInfo,
     ParityResult,
-    PreprocessConfig,
-    SegmentGraphSpec,
-    WinCLIPGraphSpec,
     output_agreement,
     read_signature,
 )
 from promptserve.models.clip.backbone import BackboneSpec
+from promptserve.models.clip.bundle import (
+    AnomalyGraphSpec,
+    ClipBundleConfig,
+    PreprocessConfig,
+    SegmentGraphSpec,
+    WinCLIPGraphSpec,
+)
 from promptserve.models.clip.deep_prompts import DeepPromptSlots
-from promptserve.models.clip.dense_graphs import (
-    AnomalyCLIPVisionGraph,
-    SegmentVisionGraph,
-    WinCLIPVisionGraph,
-)
-from promptserve.models.clip.graphs import (
-    PromptedTextGraph,
-    PromptedVisionGraph,
-    TextGraph,
-    VisionGraph,
-)
+from promptserve.models.clip.graph_set import graph_modules
+from promptserve.models.clip.graphs import PromptedVisionGraph
 
 FP32_TOLERANCE = 1e-4
 DEFAULT_MAX_PROMPT_TOKENS = 16
@@ -84,7 +78,11 @@ def export_bundle(
     model = spec.load()
     steps.update()
 
-    vision, text = VisionGraph(model).eval(), TextGraph(model).eval()
+    with_deep = deep_prompts and _prompt_ready(model)
+    modules = graph_modules(
+        model, deep_prompts=with_deep, anomaly=anomaly, winclip=winclip, segment=segment
+    )
+    vision, text = modules["vision"], modules["text"]
     size = _image_size(model)
     pixels = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     steps.set_postfix_str("export vision graph")
@@ -105,9 +103,9 @@ def export_bundle(
     slots = None
     if deep_prompts and not _prompt_ready(model):
         steps.write(f"{spec.id}: no prompted graphs (deep prompts need a CLIP ViT)")
-    elif deep_prompts:
+    elif with_deep:
         steps.set_postfix_str("export prompted graphs")
-        pv, pt = PromptedVisionGraph(model).eval(), PromptedTextGraph(model).eval()
+        pv, pt = modules["vision_prompted"], modules["text_prompted"]
         v_args, t_args = _prompted_examples(pv, pt, pixels, emb, eot, tokens=2)
         _export(pv, v_args, out / "vision_prompted.onnx", bounds)
         _export(pt, t_args, out / "text_prompted.onnx", bounds)
@@ -125,9 +123,7 @@ def export_bundle(
 
     if anomaly is not None:
         steps.set_postfix_str("export anomaly graph")
-        dense = AnomalyCLIPVisionGraph(
-            model, image_size=anomaly.image_size, taps=anomaly.taps, dpam_layer=anomaly.dpam_layer
-        ).eval()
+        dense = modules["anomaly"]
         big = torch.randn(
             2, 3, anomaly.image_size, anomaly.image_size, generator=torch.Generator().manual_seed(1)
         )
@@ -140,9 +136,7 @@ def export_bundle(
 
     if winclip is not None:
         steps.set_postfix_str("export winclip graph")
-        windows = WinCLIPVisionGraph(
-            model, scales=winclip.scales, geometric_windows=winclip.geometric_windows
-        ).eval()
+        windows = modules["winclip"]
         _export(windows, (pixels[:2],), out / "winclip.onnx", bounds)
         graphs["winclip"] = (windows, (pixels[2:],))
         winclip = winclip.model_copy(update={"grid": windows.grid})
@@ -150,7 +144,7 @@ def export_bundle(
     segment_specs = {}
     for seg in segment:
         steps.set_postfix_str(f"export {seg.graph} graph")
-        graph = SegmentVisionGraph(model, method=seg.method, image_size=seg.image_size).eval()
+        graph = modules[seg.graph]
         crops = torch.randn(
             3, 3, seg.image_size, seg.image_size, generator=torch.Generator().manual_seed(2)
         )
@@ -177,14 +171,23 @@ def export_bundle(
     steps.update()
 
     signatures = {name: read_signature(out / f"{name}.onnx") for name in graphs}
-    manifest = BundleManifest(
+    config = ClipBundleConfig(
         backbone=spec,
-        backbone_id=spec.id,
         embed_dim=int(model.text_projection.shape[-1]),
         text_width=int(model.token_embedding.weight.shape[1]),
         context_length=int(model.context_length),
         logit_scale=float(model.logit_scale.detach().exp()),
         preprocess=_preprocess_cfg(model),
+        text_truncation=True,
+        deep_prompts=slots,
+        anomaly=anomaly,
+        winclip=winclip,
+        segment=segment_specs,
+    )
+    manifest = BundleManifest(
+        family="clip",
+        backbone_id=spec.id,
+        config=config,
         graphs={
             name: GraphInfo(
                 file=f"{name}.onnx",
@@ -195,11 +198,6 @@ def export_bundle(
             for name, (module, _) in graphs.items()
         },
         parity=parity,
-        text_truncation=True,
-        deep_prompts=slots,
-        anomaly=anomaly,
-        winclip=winclip,
-        segment=segment_specs,
     )
     (out / BUNDLE_FILE).write_text(manifest.model_dump_json(indent=2))
     steps.update()

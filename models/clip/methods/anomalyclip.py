@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
-from promptserve.models.bundle import AnomalyGraphSpec, BundleManifest
+from promptserve.models.clip.bundle import AnomalyGraphSpec, ClipBundleConfig
 from promptserve.models.clip.deep_prompts import DeepPrompts, fp16_round
 from promptserve.models.clip.maps import gaussian_blur, resize_bilinear
 from promptserve.models.clip.methods.base import (
@@ -116,11 +116,12 @@ class AnomalyHead(DenseHead):
 
 class AnomalyCLIPMethod(PromptMethod):
     name = "anomalyclip"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"anomaly"})
+    tasks: ClassVar[frozenset[str]] = frozenset({"anomaly"})
+    graphs: ClassVar[tuple[str, ...]] = ("anomaly", "text_prompted")
     params_model: ClassVar[type[BaseModel]] = AnomalyCLIPParams
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         cls.params(artifact)
         text_width, deep_slots = bundle.text_width, prompted_slots(bundle, cls.name)
         t = artifact.tensors

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
-from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.bundle import ClipBundleConfig
 from promptserve.models.clip.deep_prompts import DeepPrompts, DeepPromptSlots
 from promptserve.models.clip.text import TextTower, l2_normalize
 
@@ -51,7 +51,11 @@ class PromptMethod(ABC):
     server computes them once at registration and a request costs one image pass + a matmul."""
 
     name: ClassVar[str]
-    capabilities: ClassVar[frozenset[str]] = frozenset({"classify"})
+    #: the routes its artifacts serve (checked once, at the gateway: models/clip/capabilities.py)
+    tasks: ClassVar[frozenset[str]] = frozenset({"classify"})
+    #: the bundle graphs its requests run through (a request on a bundle without them is
+    #: refused at the gateway, with the export option that adds them)
+    graphs: ClassVar[tuple[str, ...]] = ("vision", "text")
     params_model: ClassVar[type[BaseModel]] = NoParams
 
     @classmethod
@@ -62,7 +66,7 @@ class PromptMethod(ABC):
             raise ArtifactError(f"{cls.name} hparams: {exc.errors()[0]['msg']}") from exc
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         """Raise ArtifactError if the artifact cannot run on this bundle (its widths, and the
         prompted or dense graphs some methods need)."""
         cls.params(artifact)
@@ -80,7 +84,7 @@ class PromptMethod(ABC):
         return ClassHead(tuple(artifact.manifest.classnames), features)
 
 
-def prompted_slots(bundle: BundleManifest, method: str) -> DeepPromptSlots:
+def prompted_slots(bundle: ClipBundleConfig, method: str) -> DeepPromptSlots:
     """The bundle's prompted graphs, which methods with deep prompts need."""
     if bundle.deep_prompts is None:
         raise ArtifactError(

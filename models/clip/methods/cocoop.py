@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
-from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.bundle import ClipBundleConfig
 from promptserve.models.clip.methods.base import ClassHead, PromptMethod
 from promptserve.models.clip.methods.coop import build_prompts
 from promptserve.models.clip.text import TextTower, l2_normalize
@@ -75,7 +75,7 @@ class CoCoOpMethod(PromptMethod):
     params_model = CoCoOpParams
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         text_width, embed_dim = bundle.text_width, bundle.embed_dim
         p: CoCoOpParams = cls.params(artifact)
         t = artifact.tensors

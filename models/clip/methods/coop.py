@@ -10,13 +10,13 @@ from the given class names, as CoOp's `load_model` does.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
-from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.bundle import ClipBundleConfig
 from promptserve.models.clip.methods.base import PromptMethod
 from promptserve.models.clip.text import TextTower, l2_normalize
 
@@ -31,10 +31,11 @@ class CoOpParams(BaseModel):
 
 class CoOpMethod(PromptMethod):
     name = "coop"
+    tasks: ClassVar[frozenset[str]] = frozenset({"classify", "segment"})  # text-only prompts
     params_model = CoOpParams
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         text_width = bundle.text_width
         p: CoOpParams = cls.params(artifact)
         ctx = artifact.tensors.get("ctx")
@@ -112,7 +113,7 @@ class KgCoOpMethod(CoOpMethod):
     name = "kgcoop"
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         super().validate(artifact, bundle)
         if cls.params(artifact).class_token_position != "end":
             raise ArtifactError("kgcoop places the class token at the end only")

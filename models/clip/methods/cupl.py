@@ -8,13 +8,13 @@ all of the class's texts together, and re-normalised.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
-from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.bundle import ClipBundleConfig
 from promptserve.models.clip.methods.base import PromptMethod
 from promptserve.models.clip.text import TextTower, text_ensemble
 
@@ -27,10 +27,11 @@ class CuPLParams(BaseModel):
 
 class CuPLMethod(PromptMethod):
     name = "cupl"
+    tasks: ClassVar[frozenset[str]] = frozenset({"classify", "segment"})  # text-only prompts
     params_model = CuPLParams
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         super().validate(artifact, bundle)
         m = artifact.manifest
         texts = m.class_texts

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
-from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.bundle import ClipBundleConfig
 from promptserve.models.clip.deep_prompts import DeepPrompts, fp16_round
 from promptserve.models.clip.methods.base import ClassHead, PromptMethod, prompted_slots
 from promptserve.models.clip.methods.coop import prompt_ids
@@ -56,6 +56,7 @@ def official_prefix(ctx_init: str, n_ctx: int) -> str:
 class DeepPromptMethod(PromptMethod):
     """Methods whose artifacts become per-layer prompt tokens for both towers."""
 
+    graphs: ClassVar[tuple[str, ...]] = ("vision_prompted", "text_prompted")
     params_model: ClassVar[type[BaseModel]] = DeepPromptParams
 
     @classmethod
@@ -67,7 +68,7 @@ class DeepPromptMethod(PromptMethod):
         raise NotImplementedError
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         cls.params(artifact)
         text_width, deep_slots = bundle.text_width, prompted_slots(bundle, cls.name)
         try:

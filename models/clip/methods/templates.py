@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
-from promptserve.models.bundle import BundleManifest
+from promptserve.models.clip.bundle import ClipBundleConfig
 from promptserve.models.clip.methods.base import PromptMethod
 from promptserve.models.clip.templates import resolve_templates
 from promptserve.models.clip.text import TextTower, template_ensemble
@@ -13,9 +15,10 @@ from promptserve.models.clip.text import TextTower, template_ensemble
 
 class TemplatesMethod(PromptMethod):
     name = "templates"
+    tasks: ClassVar[frozenset[str]] = frozenset({"classify", "segment"})  # text-only prompts
 
     @classmethod
-    def validate(cls, artifact: PromptArtifact, bundle: BundleManifest) -> None:
+    def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         super().validate(artifact, bundle)
         try:
             resolve_templates(artifact.manifest.templates or None)

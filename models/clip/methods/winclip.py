@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from promptserve.models.bundle import WinCLIPGraphSpec
+from promptserve.models.clip.bundle import WinCLIPGraphSpec
 from promptserve.models.clip.maps import resize_bilinear
 from promptserve.models.clip.methods.base import DenseHead
 from promptserve.models.clip.text import TextTower, l2_normalize

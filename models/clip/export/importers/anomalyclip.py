@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from promptserve.exporters.checkpoints import load_checkpoint
-from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.backbone import BackboneSpec
 from promptserve.models.clip.export.importers import checkpoint_source, to_numpy
 from promptserve.models.clip.export.importers.deep import _indexed
@@ -48,7 +49,7 @@ def import_anomalyclip(
     ]
     if not deep:
         raise ArtifactError(f"{checkpoint} holds no compound_prompts_text (text-side deep prompts)")
-    manifest = ArtifactManifest(
+    manifest = ClipArtifactManifest(
         method="anomalyclip",
         task="anomaly",
         backbone=backbone.id,

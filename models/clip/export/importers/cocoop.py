@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
-from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.backbone import BackboneSpec
 from promptserve.models.clip.export.importers import checkpoint_source, to_numpy
 from promptserve.models.clip.methods.cocoop import META_KEYS
@@ -33,7 +34,7 @@ def import_cocoop(
             f"context width {ctx.shape[-1]} does not match {backbone.arch}'s text width {backbone.text_width()}"
         )
     tensors = {key: to_numpy(state[key]) for key in ("ctx", *META_KEYS)}
-    manifest = ArtifactManifest(
+    manifest = ClipArtifactManifest(
         method="cocoop",
         backbone=backbone.id,
         classnames=list(classnames),

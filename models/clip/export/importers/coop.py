@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
-from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.backbone import BackboneSpec
 from promptserve.models.clip.export.importers import checkpoint_source, to_numpy
 from promptserve.models.clip.methods.coop import CoOpMethod
@@ -60,7 +61,7 @@ def import_coop(
             f"context width {ctx.shape[-1]} does not match {backbone.arch}'s text width {width}; "
             "was it trained on another CLIP backbone?"
         )
-    manifest = ArtifactManifest(
+    manifest = ClipArtifactManifest(
         method=method,
         backbone=backbone.id,
         classnames=list(classnames),

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.templates import IMAGENET_80
 
 
@@ -39,7 +40,7 @@ def import_cupl(
             f"{prompts} has no sentences for {missing[:5]} ({len(missing)} classes)"
         )
     return PromptArtifact(
-        ArtifactManifest(
+        ClipArtifactManifest(
             method="cupl",
             backbone=backbone_id,
             classnames=names,

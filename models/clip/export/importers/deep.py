@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from promptserve.exporters.checkpoints import extract_state_dict, load_checkpoint
-from promptserve.models.artifacts import ArtifactError, ArtifactManifest, PromptArtifact
+from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.backbone import BackboneSpec
 from promptserve.models.clip.export.importers import checkpoint_source, to_numpy
 from promptserve.models.clip.methods.deep import IVLPMethod, MaPLeMethod, official_prefix
@@ -55,8 +56,8 @@ def _load(checkpoint: str | Path) -> tuple[dict, dict]:
     return ckpt, extract_state_dict(ckpt)
 
 
-def _manifest(method: str, checkpoint, ckpt, backbone, classnames, prefix) -> ArtifactManifest:
-    return ArtifactManifest(
+def _manifest(method: str, checkpoint, ckpt, backbone, classnames, prefix) -> ClipArtifactManifest:
+    return ClipArtifactManifest(
         method=method,
         backbone=backbone.id,
         classnames=list(classnames),

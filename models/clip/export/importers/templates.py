@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from promptserve.models.artifacts import ArtifactManifest, PromptArtifact
+from promptserve.models.artifacts import PromptArtifact
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.templates import resolve_templates
 
 
@@ -13,7 +14,7 @@ def build_templates(
     >>> build_templates(["cat", "dog"], backbone_id="ViT-B-32:openai", templates="imagenet80")
     """
     return PromptArtifact(
-        ArtifactManifest(
+        ClipArtifactManifest(
             method="templates",
             backbone=backbone_id,
             classnames=list(classnames),

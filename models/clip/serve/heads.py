@@ -1,4 +1,4 @@
-"""Classification heads: per-prompt class-feature matrices, LRU-cached per replica.
+"""CLIP heads: per-prompt class-feature matrices, LRU-cached per replica.
 
 A head is all a request needs beyond the shared image embedding: for precomputed methods the
 logits are `logit_scale * normalize(image) @ features.T`, so requests for different prompts share
@@ -9,50 +9,17 @@ their text side per batch instead (`ClassHead.dynamic`).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from promptserve.models.clip.methods import get_method
 from promptserve.models.clip.methods.base import ClassHead
 from promptserve.models.clip.text import TextTower, template_ensemble
+from promptserve.serving.cache import LRU
 from promptserve.serving.errors import PromptNotFound
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class LRU(Generic[K, V]):
-    """A thread-safe LRU map; `on_evict` is called once per evicted entry."""
-
-    def __init__(self, capacity: int, on_evict: Callable[[], None] | None = None) -> None:
-        self.capacity = capacity
-        self._data: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-        self._on_evict = on_evict
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-            return None
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.capacity:
-                self._data.popitem(last=False)
-                if self._on_evict:
-                    self._on_evict()
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 class HeadBank:
