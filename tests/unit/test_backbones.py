@@ -101,3 +101,40 @@ def test_loading_errors_are_actionable(tmp_path):
     shutil.copy(BUILTIN_CONFIG_DIR / f"{DEMO_ARCH}.json", tmp_path / "cfg.json")
     with pytest.raises(BackboneError, match="does not exist"):
         BackboneSpec(config=str(tmp_path / "nope.json"), weights="/x").load()
+
+
+def test_source_schemas_parse_as_open_clip_does():
+    """`hf-hub:` and `local-dir:` name a folder of config + weights (open_clip's
+    parse_model_name), not an architecture called "hf-hub" with tag "timm/..."."""
+    hub = BackboneSpec.parse("hf-hub:timm/ViT-B-16-SigLIP")
+    assert hub.source == "hf-hub:timm/ViT-B-16-SigLIP" and hub.model is None
+    assert hub.arch == "ViT-B-16-SigLIP" and hub.id == "hf-hub:timm/ViT-B-16-SigLIP"
+    local = BackboneSpec.parse("local-dir:/models/my-clip/")
+    assert local.source == "local-dir:/models/my-clip/" and local.arch == "my-clip"
+    with pytest.raises(ValueError, match="together"):
+        BackboneSpec(source="hf-hub:a/b", weights="/w.safetensors")
+    with pytest.raises(ValueError, match="hf-hub:ORG/REPO"):
+        BackboneSpec(source="hf-hub:")
+
+
+def test_local_dir_folder_loads_offline_and_is_identified_by_its_weights(tmp_path, tiny_model):
+    """open_clip's local-dir layout (open_clip_config.json + open_clip_model.safetensors),
+    read with our safe reader: the same model as the seeded weights, and an id that changes
+    with the weights, not the folder's path."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    cfg = json.loads((BUILTIN_CONFIG_DIR / f"{DEMO_ARCH}.json").read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    sd = {k: v.contiguous() for k, v in tiny_model.state_dict().items()}
+    save_file(sd, str(folder / "open_clip_model.safetensors"))
+    spec = BackboneSpec.parse(f"local-dir:{folder}")
+    assert spec.model_cfg()["text_cfg"]["width"] == cfg["text_cfg"]["width"]
+    assert _same_outputs(spec.load(), tiny_model)
+    moved = tmp_path / "elsewhere" / "tiny-clip"
+    shutil.copytree(folder, moved)
+    assert BackboneSpec.parse(f"local-dir:{moved}").id == spec.id
+    sd["logit_scale"] = sd["logit_scale"] + 1
+    save_file(sd, str(moved / "open_clip_model.safetensors"))
+    assert BackboneSpec.parse(f"local-dir:{moved}").id != spec.id

@@ -59,8 +59,8 @@ def test_tensorrt_accelerator_in_configs(tiny_bundle, tmp_path):
     accelerator with a profile over the dynamic batcher's sizes; the text graphs and the
     prompted vision graph (dynamic sequence / prompt length) do not; every config still parses
     and matches its graph."""
-    from promptserve.serving.engines.graph_rules import cache_prefix
     from promptserve.exporters.triton import CONFIG_FILE, check_config, parse_config
+    from promptserve.serving.engines.graph_rules import cache_prefix
 
     cmd = [sys.executable, "-m", "promptserve.cli", "export", "--format", "triton", "--bundle",
            str(tiny_bundle.dir), "-o", str(tmp_path), "--tensorrt", "fp16", "--tensorrt-on-server",
