@@ -11,6 +11,7 @@ concurrency and queue limits, actor resources) come from `AppConfig.deployment_o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -198,7 +199,7 @@ def _container(
             {"containerPort": 10001, "name": "client"},
             {"containerPort": SERVE_PORT, "name": "serve"},
         ]
-    env = [{"name": k, "value": v} for k, v in sorted(cluster.env.items())]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(cluster.env.items())]
     env.append({"name": "RAY_USAGE_STATS_ENABLED", "value": "0"})
     if cluster.api_keys_secret:
         env.append(
@@ -278,7 +279,7 @@ def _triton_container(cluster: ClusterConfig, gpus: int) -> dict[str, Any]:
 
 
 def _pod(cluster: ClusterConfig, container: dict[str, Any], selector: dict[str, str],
-         tolerations: list[Toleration], sidecars: list[dict[str, Any]] = ()) -> dict[str, Any]:  # fmt: skip
+         tolerations: list[Toleration], sidecars: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:  # fmt: skip
     spec: dict[str, Any] = {
         "containers": [container, *sidecars],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},

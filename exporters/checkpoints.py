@@ -38,13 +38,19 @@ class Stub:
 
     module: ClassVar[str] = ""
     name: ClassVar[str] = ""
+    # per instance, set in __new__
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: list[Any]
+    setitems: dict[Any, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Stub:
         self = object.__new__(cls)
         self.args, self.kwargs = args, kwargs
-        self.state: Any = None
-        self.items: list[Any] = []
-        self.setitems: dict[Any, Any] = {}
+        self.state = None
+        self.items = []
+        self.setitems = {}
         return self
 
     def __setstate__(self, state: Any) -> None:

@@ -17,7 +17,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TENSORS_FILE = "prompt.safetensors"
 # Artifacts written before families existed are CLIP artifacts; their content ids leave the
@@ -38,7 +37,7 @@ class ArtifactManifest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     family: str = Field(
         DEFAULT_FAMILY, description="Model family (models/family.py); `clip` if absent."
     )
@@ -134,7 +133,7 @@ class PromptArtifact:
         return cls(parsed, arrays)
 
 
-def first_validation_error(exc, *, default: str = "body", skip: int = 0) -> tuple[str, str]:
+def first_validation_error(exc: Any, *, default: str = "body", skip: int = 0) -> tuple[str, str]:
     """(where, message) of a pydantic/FastAPI validation error's first problem; `skip` drops
     leading location parts (FastAPI prefixes "body")."""
     err = exc.errors()[0]

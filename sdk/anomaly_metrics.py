@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from promptserve._optional import require
+from promptserve.optional import require
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:

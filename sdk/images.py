@@ -68,8 +68,8 @@ def crop_uint8(img: Image.Image, *, size: int, interpolation: str = "bicubic") -
 
 def normalize(crops: np.ndarray, *, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """uint8 [B, S, S, 3] -> float32 [B, 3, S, S]: ToTensor (x / 255) then Normalize."""
-    x = crops.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    scaled = crops.astype(np.float32) / np.float32(255.0)
+    x = (scaled - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 

@@ -26,11 +26,13 @@ def build_app(config: AppConfig, *, user_config: dict[str, Any] | None = None) -
     options = config.deployment_options()
     if user_config is not None:
         options["gateway" if config.topology == "fused" else "encoder"]["user_config"] = user_config
-    gateway = serve.deployment(gateway_cls, name="gateway", **options["gateway"])
+    gateway: Any = serve.deployment(gateway_cls, name="gateway", **options["gateway"])
     if config.topology == "fused":
-        return gateway.bind(config, None)
-    encoder = serve.deployment(encoder_cls, name="encoder", **options["encoder"])
-    return gateway.bind(config, encoder.bind(config))
+        app: Application = gateway.bind(config, None)
+        return app
+    encoder: Any = serve.deployment(encoder_cls, name="encoder", **options["encoder"])
+    app = gateway.bind(config, encoder.bind(config))
+    return app
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -54,6 +56,12 @@ class EncoderLink:
             return await getattr(self._handle, method).remote(*args)
         result = getattr(self._local, method)(*args)
         return await result if asyncio.iscoroutine(result) else result
+
+    async def check_health(self) -> None:
+        """An in-process encoder's health is its gateway's; a separate encoder deployment's
+        is probed by Serve itself."""
+        if self._local is not None:
+            await self._local.check_health()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch settings reach an in-process encoder through its gateway; a separate encoder

@@ -112,7 +112,8 @@ class ContinuousBatcher(Generic[T, R]):
                 return
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
-        batch, size = [], 0
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        size = 0
         while self._queue:
             item, future, _ = self._queue[0]
             if future.cancelled():

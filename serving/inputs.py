@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -98,7 +98,7 @@ async def _parse_multipart(
         max_files=limits.max_images_per_request + 1, max_part_size=limits.max_body_bytes
     )
     blobs = [await f.read() for f in form.getlist("images") if isinstance(f, UploadFile)]
-    fields: dict = {"images": []}
+    fields: dict[str, Any] = {"images": []}
     for key in scalar_fields:
         if key in form:
             fields[key] = form[key]

@@ -6,12 +6,13 @@ Created lazily inside replicas (Ray metrics must be built in the process that re
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
-def _metrics_module():
+def _metrics_module() -> Any:
     """Serve's metrics (tagged with deployment and replica) inside a replica; Ray's plain
     metrics elsewhere (e.g. a deployment class driven directly in a test or a script)."""
     from ray import serve
@@ -20,14 +21,16 @@ def _metrics_module():
     try:
         serve.get_replica_context()
     except RayServeException:
-        from ray.util import metrics as rm
-    else:
-        from ray.serve import metrics as rm
-    return rm
+        from ray.util import metrics as plain
+
+        return plain
+    from ray.serve import metrics as tagged
+
+    return tagged
 
 
 @cache
-def _m():
+def _m() -> Any:
     rm = _metrics_module()
 
     class M:
@@ -73,6 +76,6 @@ def _m():
     return M
 
 
-def metrics():
+def metrics() -> Any:
     """The process's metric objects."""
     return _m()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -27,7 +28,7 @@ def start(config: AppConfig, *, address: str | None = None, num_cpus: int | None
             address=address or "local",
             num_cpus=num_cpus,
             include_dashboard=False,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
         )
     logging_config = {"log_level": config.log_level}
     serve.start(

@@ -156,4 +156,5 @@ class PromptStore:
 
 def _safetensors_metadata(blob: bytes) -> dict[str, str]:
     header_len = int.from_bytes(blob[:8], "little")
-    return json.loads(blob[8 : 8 + header_len]).get("__metadata__", {})
+    metadata: dict[str, str] = json.loads(blob[8 : 8 + header_len]).get("__metadata__", {})
+    return metadata

@@ -55,7 +55,7 @@ def check_prompt(task: str, method_name: str, graphs: Iterable[str], *, prompt_i
         raise CapabilityError(
             f"prompt {prompt_id!r} is a {method_name} prompt, which serves "
             f"{' and '.join(f'/v1/{t}' for t in sorted(method.tasks))}, not /v1/{task}; send it "
-            f"there, or register a {' / '.join(serving)} prompt for /v1/{task}",
+            f"there, or register a prompt for /v1/{task} (methods: {', '.join(serving)})",
             param="prompt_id",
         )
     available = set(graphs)

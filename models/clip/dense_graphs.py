@@ -13,12 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from promptserve.models.clip.graphs import Axes, _check_prompt_ready_vit, block_forward
+from promptserve.models.clip.graphs import (
+    Axes,
+    ClipModel,
+    ClipModule,
+    _check_prompt_ready_vit,
+    block_forward,
+)
 from promptserve.models.clip.methods.winclip import window_indices
 
 
 def interpolated_positional_embedding(
-    visual: nn.Module, image_size: int, *, mode: str = "bilinear", dino: bool = False
+    visual: ClipModule, image_size: int, *, mode: str = "bilinear", dino: bool = False
 ) -> torch.Tensor:
     """[1 + g*g, W] for a g x g patch grid at `image_size`: the grid part resized
     (align_corners=False), the class position kept. Bilinear to the new size is AnomalyCLIP's
@@ -40,21 +46,22 @@ def interpolated_positional_embedding(
     return torch.cat([pos[:1], grid.reshape(1, -1, new_side * new_side)[0].T], dim=0)
 
 
-def _heads(block: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _heads(block: ClipModule, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     attn = block.attn
     b, n, w = h.shape
     q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    return tuple(
+    q, k, v = (
         t.reshape(b, n, attn.num_heads, w // attn.num_heads).transpose(1, 2) for t in (q, k, v)
     )
+    return q, k, v
 
 
-def _merge(block: nn.Module, o: torch.Tensor) -> torch.Tensor:
+def _merge(block: ClipModule, o: torch.Tensor) -> torch.Tensor:
     b, _, n, _ = o.shape
     return block.attn.out_proj(o.transpose(1, 2).reshape(b, n, -1))
 
 
-def dpam_attention(block: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def dpam_attention(block: ClipModule, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """AnomalyCLIP's `Attention.forward` on one normalised input: (v-v attention output, the
     block's own q-k attention output), both through the block's out projection."""
     q, k, v = _heads(block, h)
@@ -76,13 +83,14 @@ class AnomalyCLIPVisionGraph(nn.Module):
     times `proj` *without* `ln_post`, as the official `encode_image` returns it.
     """
 
-    input_names = ("pixel_values",)
-    output_names = ("image_embeds", "patch_embeds")
+    input_names: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    output_names: ClassVar[tuple[str, ...]] = ("image_embeds", "patch_embeds")
     dynamic_axes: ClassVar[Axes] = {"pixel_values": {0: "batch"}}
+    positional_embedding: torch.Tensor  # buffer, interpolated to image_size
 
     def __init__(
         self,
-        clip: nn.Module,
+        clip: ClipModel,
         *,
         image_size: int,
         taps: tuple[int, ...] = (6, 12, 18, 24),
@@ -142,12 +150,12 @@ class WinCLIPVisionGraph(nn.Module):
     origin). `geometric_windows=True` takes the window's own patches instead.
     """
 
-    input_names = ("pixel_values",)
-    output_names = ("image_embeds", "window_embeds")
+    input_names: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    output_names: ClassVar[tuple[str, ...]] = ("image_embeds", "window_embeds")
     dynamic_axes: ClassVar[Axes] = {"pixel_values": {0: "batch"}}
 
     def __init__(
-        self, clip: nn.Module, *, scales: tuple[int, ...] = (2, 3), geometric_windows: bool = False
+        self, clip: ClipModel, *, scales: tuple[int, ...] = (2, 3), geometric_windows: bool = False
     ) -> None:
         super().__init__()
         _check_prompt_ready_vit(clip.visual)
@@ -202,11 +210,12 @@ class SegmentVisionGraph(nn.Module):
     embedding is interpolated to S as each method does, and baked in.
     """
 
-    input_names = ("pixel_values",)
-    output_names = ("patch_embeds",)
+    input_names: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    output_names: ClassVar[tuple[str, ...]] = ("patch_embeds",)
     dynamic_axes: ClassVar[Axes] = {"pixel_values": {0: "batch"}}
+    positional_embedding: torch.Tensor  # buffer, interpolated to image_size
 
-    def __init__(self, clip: nn.Module, *, method: str, image_size: int) -> None:
+    def __init__(self, clip: ClipModel, *, method: str, image_size: int) -> None:
         super().__init__()
         if method not in SEGMENT_METHODS:
             raise ValueError(f"unknown segmentation method {method!r}; known: {SEGMENT_METHODS}")

@@ -7,7 +7,7 @@ re-export. It ends at the EOT position given as an input, which is where CLIP po
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,15 +16,20 @@ from torch import nn
 # input name -> {axis: symbolic dim name}; export gives each name its bounds (models/clip/export/onnx.py)
 Axes = dict[str, dict[int, str]]
 
+# open_clip's CLIP and its submodules (vision tower, residual blocks, attention) hold their parts
+# as plain attributes, which torch's stubs type as `Tensor | Module`: they are typed as Any here.
+ClipModel = Any  # open_clip.CLIP: its submodules are untyped attributes
+ClipModule = Any  # a submodule of open_clip.CLIP (VisionTransformer, ResidualAttentionBlock)
+
 
 class VisionGraph(nn.Module):
     """pixel_values [B, 3, H, W] -> image_embeds [B, E] (unnormalised, as CLIP's encode_image)."""
 
-    input_names = ("pixel_values",)
-    output_names = ("image_embeds",)
+    input_names: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    output_names: ClassVar[tuple[str, ...]] = ("image_embeds",)
     dynamic_axes: ClassVar[Axes] = {"pixel_values": {0: "batch"}}
 
-    def __init__(self, clip: nn.Module) -> None:
+    def __init__(self, clip: ClipModel) -> None:
         super().__init__()
         self.visual = clip.visual
 
@@ -40,14 +45,15 @@ class TextGraph(nn.Module):
     `TextEncoder` of KaiyangZhou/CoOp `trainers/coop.py`.
     """
 
-    input_names = ("token_embeddings", "eot_index")
-    output_names = ("text_embeds",)
+    input_names: ClassVar[tuple[str, ...]] = ("token_embeddings", "eot_index")
+    output_names: ClassVar[tuple[str, ...]] = ("text_embeds",)
     dynamic_axes: ClassVar[Axes] = {
         "token_embeddings": {0: "batch", 1: "seq"},
         "eot_index": {0: "batch"},
     }
+    attn_mask: torch.Tensor  # buffer
 
-    def __init__(self, clip: nn.Module) -> None:
+    def __init__(self, clip: ClipModel) -> None:
         super().__init__()
         self.transformer = clip.transformer
         self.positional_embedding = clip.positional_embedding
@@ -73,7 +79,7 @@ class TextGraph(nn.Module):
 
 
 def block_forward(
-    block: nn.Module, x: torch.Tensor, attn_bias: torch.Tensor | None
+    block: ClipModule, x: torch.Tensor, attn_bias: torch.Tensor | None
 ) -> torch.Tensor:
     """open_clip `ResidualAttentionBlock.forward` with the attention written out.
 
@@ -93,7 +99,7 @@ def block_forward(
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
-def _check_prompt_ready_vit(visual: nn.Module) -> None:
+def _check_prompt_ready_vit(visual: ClipModule) -> None:
     """Deep prompts follow CLIP's ViT: class-token pooling, no attention pool, no patch drop."""
     problems = [
         name
@@ -128,8 +134,13 @@ class PromptedVisionGraph(nn.Module):
     CLIP sample (prompt_tokens = 0) computes exactly CLIP's forward.
     """
 
-    input_names = ("pixel_values", "visual_prompts", "prompt_tokens", "prompt_depth")
-    output_names = ("image_embeds",)
+    input_names: ClassVar[tuple[str, ...]] = (
+        "pixel_values",
+        "visual_prompts",
+        "prompt_tokens",
+        "prompt_depth",
+    )
+    output_names: ClassVar[tuple[str, ...]] = ("image_embeds",)
     dynamic_axes: ClassVar[Axes] = {
         "pixel_values": {0: "batch"},
         "visual_prompts": {0: "batch", 2: "prompt"},
@@ -137,7 +148,7 @@ class PromptedVisionGraph(nn.Module):
         "prompt_depth": {0: "batch"},
     }
 
-    def __init__(self, clip: nn.Module) -> None:
+    def __init__(self, clip: ClipModel) -> None:
         super().__init__()
         _check_prompt_ready_vit(clip.visual)
         self.visual = clip.visual
@@ -191,8 +202,13 @@ class PromptedTextGraph(TextGraph):
     `clip/model.py`.
     """
 
-    input_names = ("token_embeddings", "eot_index", "deep_prompts", "prompt_depth")
-    output_names = ("text_embeds",)
+    input_names: ClassVar[tuple[str, ...]] = (
+        "token_embeddings",
+        "eot_index",
+        "deep_prompts",
+        "prompt_depth",
+    )
+    output_names: ClassVar[tuple[str, ...]] = ("text_embeds",)
     dynamic_axes: ClassVar[Axes] = {
         "token_embeddings": {0: "batch", 1: "seq"},
         "eot_index": {0: "batch"},
@@ -204,7 +220,9 @@ class PromptedTextGraph(TextGraph):
     def layers(self) -> int:
         return len(self.transformer.resblocks)
 
-    def forward(
+    # A graph with two more inputs than TextGraph's: it shares the text tower and the pooling,
+    # not the call signature (export and the runtime call each graph with its own input_names).
+    def forward(  # type: ignore[override]
         self,
         token_embeddings: torch.Tensor,
         eot_index: torch.Tensor,

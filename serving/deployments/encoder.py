@@ -44,15 +44,15 @@ class Encoder:
         self, fn: Callable[[list[T]], Awaitable[list[R]]], size_fn: Callable[[T], int]
     ) -> ContinuousBatcher[T, R]:
         """A continuous batcher over `fn` that follows the live batch settings."""
-        return self.follow(
-            ContinuousBatcher(
-                fn,
-                max_batch_size=self.max_batch_size,
-                batch_wait_timeout_s=self.batch_wait_timeout_s,
-                size_fn=size_fn,
-                max_inflight=self.config.encoder.max_inflight_batches,
-            )
+        batcher: ContinuousBatcher[T, R] = ContinuousBatcher(
+            fn,
+            max_batch_size=self.max_batch_size,
+            batch_wait_timeout_s=self.batch_wait_timeout_s,
+            size_fn=size_fn,
+            max_inflight=self.config.encoder.max_inflight_batches,
         )
+        self.follow(batcher)
+        return batcher
 
     def follow(self, batcher: Any) -> Any:
         """Register a batcher (anything with set_max_batch_size / set_batch_wait_timeout_s,

@@ -93,7 +93,7 @@ def create_api(*, description: str, bodies: Sequence[type[BaseModel]]) -> FastAP
     """The FastAPI app of a family's gateway, with the error handlers every family shares.
     `bodies` are the request models routes parse themselves (they read the raw body to enforce
     size limits first, and accept multipart too): the schema documents them all the same."""
-    models = (*bodies, RegisterPromptRequest)
+    models: tuple[type[BaseModel], ...] = (*bodies, RegisterPromptRequest)
 
     class _API(FastAPI):
         def openapi(self) -> dict[str, Any]:
@@ -160,6 +160,10 @@ class Gateway:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batch settings reach an in-process encoder (fused topology) through the gateway."""
         self.encoder.reconfigure(user_config)
+
+    async def check_health(self) -> None:
+        """Serve's health probe: with the fused topology, the encoder in this replica."""
+        await self.encoder.check_health()
 
     def model_info(self) -> ModelInfo:
         """The family's description of what this server runs (GET /v1/models)."""

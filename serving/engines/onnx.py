@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import ClassVar, TypeGuard
 
 import numpy as np
 
-from promptserve._optional import require
 from promptserve.models.bundle import Bundle
+from promptserve.optional import require
 from promptserve.serving.engines.base import Engine, EngineOptions
 from promptserve.serving.engines.graph_rules import (
     TRT_PROVIDER,
@@ -64,7 +64,7 @@ class OnnxRuntimeEngine(Engine):
             return self.providers
         inputs, _ = self.bundle.signature(graph)
         shapes = {i.name: tuple(i.shape) for i in inputs}
-        if not static_but_batch(shapes):
+        if not _named_dims(shapes) or not static_but_batch(shapes):
             return [p for p in self.providers if p != TRT_PROVIDER]
         trt = (
             TRT_PROVIDER,
@@ -76,3 +76,11 @@ class OnnxRuntimeEngine(Engine):
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sessions[graph].run(None, feeds)
+
+
+def _named_dims(
+    shapes: dict[str, tuple[int | str | None, ...]],
+) -> TypeGuard[dict[str, tuple[int | str, ...]]]:
+    """Whether every dim is a size or a named axis (ONNX may leave a dynamic dim unnamed, which
+    is neither static nor the batch axis)."""
+    return all(d is not None for dims in shapes.values() for d in dims)

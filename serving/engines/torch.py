@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from promptserve._optional import require
 from promptserve.models.bundle import Bundle
+from promptserve.optional import require
 from promptserve.serving.engines.base import Engine, EngineOptions
 
 

@@ -37,14 +37,14 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from promptserve._optional import require
 from promptserve.models.bundle import Bundle
+from promptserve.optional import require
 from promptserve.serving.engines.base import Engine, EngineOptions, TritonClientOptions
 from promptserve.serving.errors import BackendUnavailable
 
 _DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64",
            np.dtype(np.int32): "INT32"}  # fmt: skip
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+_ORT_DTYPES: dict[str, type[np.generic]] = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                "tensor(int64)": np.int64, "tensor(int32)": np.int32}  # fmt: skip
 T = TypeVar("T")
 _PROBE_TIMEOUT_S = 10.0  # readiness probes; `timeout_s` bounds inference calls
@@ -55,7 +55,7 @@ class _Signature:
     """A graph's tensors as ONNX Runtime reports them: dims are ints or named axes."""
 
     inputs: dict[str, tuple[int | str | None, ...]]
-    outputs: dict[str, tuple[np.dtype | None, tuple[int | str | None, ...]]]
+    outputs: dict[str, tuple[type[np.generic] | None, tuple[int | str | None, ...]]]
     local: bool  # left out of the Triton repository: run in-process
 
 
@@ -184,7 +184,8 @@ class TritonEngine(Engine):
             if value.ndim == 1 and dims[:1] == ("batch",):  # per-row scalars: dims [1] + reshape []
                 value = value.reshape(-1, 1)
             values[name] = value
-        slot = self._shm.acquire(graph) if self._shm else None
+        shm = self._shm
+        slot = shm.acquire(graph) if shm else None
         done = False
         try:
             inputs = [self._input(name, value, slot) for name, value in values.items()]
@@ -206,32 +207,43 @@ class TritonEngine(Engine):
             done = True
             return out
         finally:
-            if slot is not None:
+            if shm is not None and slot is not None:
                 # after a failure or timeout Triton may still write into the slot's regions:
                 # they are dropped, never handed to another call
-                self._shm.release(graph, slot) if done else self._shm.discard(slot)
+                shm.release(graph, slot) if done else shm.discard(slot)
 
-    def _input(self, name: str, value: np.ndarray, slot: dict | None) -> Any:
+    def _shared_memory(self) -> _SharedMemory:
+        """The engine's regions; a call holds a slot only when shared memory is on."""
+        if self._shm is None:
+            raise RuntimeError("shared-memory slot used on a Triton engine without shared memory")
+        return self._shm
+
+    def _input(self, name: str, value: np.ndarray, slot: dict[str, _Region] | None) -> Any:
         tensor = self._tc.InferInput(name, list(value.shape), _DTYPES[value.dtype])
         if slot is None:
             tensor.set_data_from_numpy(value)
         else:
-            region = self._shm.write(slot, name, value)
+            region = self._shared_memory().write(slot, name, value)
             tensor.set_shared_memory(region.name, value.nbytes)
         return tensor
 
     def _output(
-        self, signature: _Signature, name: str, feeds: dict[str, np.ndarray], slot: dict | None
+        self,
+        signature: _Signature,
+        name: str,
+        feeds: dict[str, np.ndarray],
+        slot: dict[str, _Region] | None,
     ) -> tuple[Any, Callable[[Any], np.ndarray]]:
         output = self._tc.InferRequestedOutput(name)
         dtype, dims = signature.outputs[name]
         shape = _output_shape(signature, dims, feeds) if slot is not None else None
-        if shape is None or dtype is None:
+        if slot is None or shape is None or dtype is None:
             return output, lambda result: result.as_numpy(name)
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        region = self._shm.reserve(slot, name, nbytes)
+        shm = self._shared_memory()
+        region = shm.reserve(slot, name, nbytes)
         output.set_shared_memory(region.name, nbytes)
-        return output, lambda _: self._shm.read(region, dtype, shape)
+        return output, lambda _: shm.read(region, dtype, shape)
 
     async def _infer(self, graph: str, inputs: list[Any], outputs: list[Any]) -> Any:
         t, model = self.triton, self.model(graph)
@@ -344,7 +356,7 @@ class _SharedMemory:
         self._module.set_shared_memory_region(region.handle, [value])
         return region
 
-    def read(self, region: _Region, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    def read(self, region: _Region, dtype: type[np.generic], shape: tuple[int, ...]) -> np.ndarray:
         # a copy: the region is reused by the next call once this one's slot is released
         return np.array(self._module.get_contents_as_numpy(region.handle, dtype, shape))
 

@@ -5,6 +5,7 @@ documented errors (server down, model missing, timeout) while other apps keep se
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -202,6 +203,14 @@ def test_served_through_ray_serve_and_down_server(
         assert httpx.get(f"{base}/triton/readyz", timeout=30).status_code == 503
         with Client(base) as other:  # the onnxruntime app keeps serving
             assert other.classify(make_image(64), labels=["cat"]).results[0].top
+        # Serve's own health probe sees it too (the replica's check_health), not only /readyz
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            status = serve.status().applications["triton-app"].deployments["gateway"].status
+            if status != "HEALTHY":
+                break
+            time.sleep(1)
+        assert status != "HEALTHY", "Serve still reports the replica healthy with Triton down"
     finally:
         own.stop()
         serve.delete("triton-app")

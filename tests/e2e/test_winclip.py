@@ -22,7 +22,7 @@ def test_winclip_maps_match_the_engine_computation(server, tiny_bundle):
     images = [make_image(11, (300, 200)), make_image(12, (180, 240), fmt="PNG")]
     with Client(server["base_url"]) as c:
         info = c.model_info()
-        out = c.detect_anomalies(images, head=ObjectName("bottle"))
+        out = c.detect_anomalies(images, object_name="bottle")
     assert info.anomaly_methods == ["anomalyclip", "winclip"] and "anomaly" in info.tasks
     assert out.method == "winclip" and out.object_name == "bottle" and out.prompt_id is None
     maps = [r.anomaly_map() for r in out.results]
@@ -42,7 +42,7 @@ def test_winclip_maps_match_the_engine_computation(server, tiny_bundle):
 def test_object_name_changes_the_scores(server):
     image = make_image(13)
     with Client(server["base_url"]) as c:
-        a = c.detect_anomalies(image, head=ObjectName("bottle")).results[0]
+        a = c.detect_anomalies(image, object_name="bottle").results[0]
         b = c.detect_anomalies(image, object_name="carpet").results[0]
     assert abs(a.score - b.score) > 1e-6
 
@@ -80,7 +80,7 @@ def test_prompt_choice_errors(server):
         with pytest.raises(InvalidInput, match="exactly one"):
             c.detect_anomalies(image)
         with pytest.raises(InvalidInput, match="exactly one"):
-            c.detect_anomalies(image, prompt_id="anomaly-ac", head=ObjectName("bottle"))
+            c.detect_anomalies(image, prompt_id="anomaly-ac", object_name="bottle")
         with pytest.raises(InvalidInput, match="object_name"):
             c.detect_anomalies(image, object_name="x" * 65)
     b64 = "bm90IGFuIGltYWdl"

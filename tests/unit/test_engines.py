@@ -20,7 +20,9 @@ def test_bundle_records_passing_parity(tiny_bundle):
     }  # fmt: skip
     for p in m.parity.values():
         assert p.passed and p.max_abs_diff <= 1e-4 and p.min_cosine > 0.99999
-    assert m.config.preprocess.size == 224 and m.config.embed_dim == 64 and m.config.text_width == 64
+    assert (
+        m.config.preprocess.size == 224 and m.config.embed_dim == 64 and m.config.text_width == 64
+    )
     assert clip_bundle.token_embedding(tiny_bundle).shape == (49408, 64)
 
 
@@ -103,3 +105,23 @@ def test_text_sequences_cut_after_eot_give_the_same_features(tiny_bundle, engine
     tower._encode_fn = lambda e, i, d: (calls.append(e.shape[1]), real(e, i, d))[1]
     tower.encode(emb, ids.argmax(-1))
     assert max(calls) < 77 and len(set(calls)) > 1  # cut, and shorter for the short chunks
+
+
+def test_torch_runtime_runs_every_graph_onnxruntime_runs(tiny_bundle):
+    """One graph mapping (models/clip/graph_set.py) serves export and the torch runtime, so the
+    torch runtime has every graph of the bundle — the segmentation graphs were missing from its
+    own copy of the mapping, and /v1/segment on `engine: torch` answered 500 — and each agrees
+    with ONNX Runtime."""
+    ort = ClipGraphs.create("onnxruntime", tiny_bundle, EngineOptions(threads=1))
+    pt = ClipGraphs.create("torch", tiny_bundle)
+    assert set(pt.engine._graphs) == set(tiny_bundle.manifest.graphs)
+    rng = np.random.default_rng(3)
+    dense = tiny_bundle.manifest.config.dense_graphs()
+    assert {"anomaly", "winclip", "segment_sclip", "segment_clearclip", "segment_maskclip"} <= set(
+        dense
+    )
+    for graph in dense:
+        size = {"anomaly": tiny_bundle.manifest.config.anomaly.image_size}.get(graph, 224)
+        x = rng.standard_normal((2, 3, size, size), dtype=np.float32)
+        for got, want in zip(pt.encode_dense(graph, x), ort.encode_dense(graph, x), strict=True):
+            np.testing.assert_allclose(got, want, atol=2e-4)

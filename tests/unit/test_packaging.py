@@ -29,3 +29,35 @@ def test_importing_the_sdk_pulls_in_no_heavy_dependency():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[]"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every promptserve module a file imports, at any depth (lazy imports count too)."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+    return {m for m in out if m.startswith("promptserve")}
+
+
+def test_layers_import_only_downwards():
+    """The house's rules, read from the source: the common model layer (models/*.py) imports no
+    family; serving imports no export-time module (exporters/, models/<family>/export/); the
+    common serving layer imports no family."""
+    families = [p.name for p in (ROOT / "models").iterdir() if (p / "family.py").exists()]
+    assert "clip" in families
+    family_mods = tuple(f"promptserve.models.{f}" for f in families)
+    export_mods = ("promptserve.exporters", *(f"{m}.export" for m in family_mods))
+    problems = []
+    for path in (ROOT / "models").glob("*.py"):
+        problems += [(path, m) for m in _imports(path) if m.startswith(family_mods)]
+    for path in (ROOT / "serving").rglob("*.py"):
+        problems += [(path, m) for m in _imports(path) if m.startswith(family_mods + export_mods)]
+    for family in families:
+        for path in (ROOT / "models" / family / "serve").rglob("*.py"):
+            problems += [(path, m) for m in _imports(path) if m.startswith(export_mods)]
+    assert not problems, "\n".join(f"{p.relative_to(ROOT)} imports {m}" for p, m in problems)

@@ -116,3 +116,39 @@ def test_serve_config_import_path_builds_both_topologies(tiny_bundle, tmp_path):
         assert isinstance(app_builder({"bundle": bundle, "topology": topology}), Application)
     with pytest.raises(ValueError, match="topology"):
         app_builder({"bundle": bundle, "topology": "sideways"})
+
+
+def test_store_load_checks_the_artifact_as_well_as_the_features(tmp_path):
+    """A stored manifest edited after registration (class names reversed, features untouched)
+    no longer matches the content id the request resolved: the load refuses it rather than
+    serving the features under the wrong labels."""
+    import json
+
+    store = PromptStore(str(tmp_path))
+    a = build_templates(["cat", "dog", "cow"], backbone_id="b")
+    store.put("pets", a, np.eye(3, 4, dtype=np.float32))
+    path = tmp_path / "pets" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["classnames"].reverse()
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(PromptNotFound, match="no longer holds"):
+        store.load("pets", a.content_id)
+
+
+def test_artifact_manifests_are_typed_by_family(tmp_path):
+    """The common manifest knows no family; `family` (default clip, so artifacts written before
+    families load, with the same content id) picks the family's manifest class."""
+    import json
+
+    from promptserve.models.clip.artifacts import ClipArtifactManifest
+
+    a = build_templates(["cat", "dog"], backbone_id="b")
+    raw = json.loads((a.save(tmp_path / "a") / "manifest.json").read_text())
+    assert raw["family"] == "clip"
+    del raw["family"]  # as written before families existed
+    old = PromptArtifact.from_parts(raw, None)
+    assert isinstance(old.manifest, ClipArtifactManifest) and old.content_id == a.content_id
+    with pytest.raises(ArtifactError, match="unknown model family 'nope'"):
+        PromptArtifact.from_parts({**raw, "family": "nope"}, None)
+    with pytest.raises(ArtifactError, match="classnames"):
+        PromptArtifact.from_parts({k: v for k, v in raw.items() if k != "classnames"}, None)

@@ -12,6 +12,7 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -34,7 +35,25 @@ from promptserve.models.clip.bundle import (
 )
 from promptserve.models.clip.deep_prompts import DeepPromptSlots
 from promptserve.models.clip.graph_set import graph_modules
-from promptserve.models.clip.graphs import PromptedVisionGraph
+from promptserve.models.clip.graphs import ClipModel, PromptedVisionGraph
+
+if TYPE_CHECKING:
+    from promptserve.models.clip.dense_graphs import (
+        AnomalyCLIPVisionGraph,
+        SegmentVisionGraph,
+        WinCLIPVisionGraph,
+    )
+    from promptserve.models.clip.graphs import TextGraph, VisionGraph
+
+    # a module of graph_modules(): each names its inputs, outputs and dynamic axes
+    GraphModule = (
+        VisionGraph
+        | TextGraph
+        | PromptedVisionGraph
+        | AnomalyCLIPVisionGraph
+        | WinCLIPVisionGraph
+        | SegmentVisionGraph
+    )
 
 FP32_TOLERANCE = 1e-4
 DEFAULT_MAX_PROMPT_TOKENS = 16
@@ -75,7 +94,7 @@ def export_bundle(
     bounds = {"batch": (1, 1 << 16), "prompt": (1, max_prompt_tokens)}
 
     steps.set_postfix_str("load backbone")
-    model = spec.load()
+    model: ClipModel = spec.load()
     steps.update()
 
     with_deep = deep_prompts and _prompt_ready(model)
@@ -236,7 +255,7 @@ def _prompted_examples(pv, pt, pixels, emb, eot, tokens: int) -> tuple[tuple, tu
 
 
 def _export(
-    module: torch.nn.Module, args: tuple, path: Path, bounds: dict[str, tuple[int, int]]
+    module: GraphModule, args: tuple, path: Path, bounds: dict[str, tuple[int, int]]
 ) -> None:
     """Axes named in the graph's `dynamic_axes` become dynamic dims with these bounds."""
     dims = {name: torch.export.Dim(name, min=lo, max=hi) for name, (lo, hi) in bounds.items()}

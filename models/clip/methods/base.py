@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.clip.artifacts import ClipArtifactManifest
 from promptserve.models.clip.bundle import ClipBundleConfig
 from promptserve.models.clip.deep_prompts import DeepPrompts, DeepPromptSlots
 from promptserve.models.clip.text import TextTower, l2_normalize
@@ -81,7 +82,17 @@ class PromptMethod(ABC):
         cls, artifact: PromptArtifact, features: np.ndarray, tower: TextTower
     ) -> ClassHead:
         """The head a replica serves; methods whose text side depends on the image override it."""
-        return ClassHead(tuple(artifact.manifest.classnames), features)
+        return ClassHead(tuple(clip_manifest(artifact).classnames), features)
+
+
+def clip_manifest(artifact: PromptArtifact) -> ClipArtifactManifest:
+    """The artifact's manifest as a CLIP one (class names, templates, class texts)."""
+    manifest = artifact.manifest
+    if not isinstance(manifest, ClipArtifactManifest):
+        raise ArtifactError(
+            f"a CLIP prompt method needs a CLIP artifact; this one is of family {manifest.family!r}"
+        )
+    return manifest
 
 
 def prompted_slots(bundle: ClipBundleConfig, method: str) -> DeepPromptSlots:

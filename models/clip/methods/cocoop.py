@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.clip.bundle import ClipBundleConfig
-from promptserve.models.clip.methods.base import ClassHead, PromptMethod
+from promptserve.models.clip.methods.base import ClassHead, PromptMethod, clip_manifest
 from promptserve.models.clip.methods.coop import build_prompts
 from promptserve.models.clip.text import TextTower, l2_normalize
 
@@ -49,6 +49,9 @@ class CoCoOpHead(ClassHead):
     dynamic = True
 
     def logits(self, image_embeds: np.ndarray, logit_scale: float) -> np.ndarray:
+        tower = self.tower
+        if tower is None:
+            raise ValueError("a CoCoOp head needs the text tower (CoCoOpMethod.make_head sets it)")
         imf = l2_normalize(image_embeds.astype(np.float32))
         w1, b1, w2, b2 = self.meta
         bias = np.maximum(imf @ w1.T + b1, 0.0) @ w2.T + b2  # meta_net: [B, D]
@@ -65,7 +68,7 @@ class CoCoOpHead(ClassHead):
                 ],
                 axis=2,
             ).reshape(g * n_cls, -1, self.ctx.shape[-1])
-            text = l2_normalize(self.tower.encode(seqs, np.tile(self.eot, g))).reshape(g, n_cls, -1)
+            text = l2_normalize(tower.encode(seqs, np.tile(self.eot, g))).reshape(g, n_cls, -1)
             out[start : start + g] = np.einsum("be,bce->bc", imf[start : start + g], text)
         return logit_scale * out
 
@@ -111,7 +114,7 @@ class CoCoOpMethod(PromptMethod):
     ) -> ClassHead:
         t = {k: v.astype(np.float32) for k, v in artifact.tensors.items()}
         ctx = t["ctx"]
-        names = artifact.manifest.classnames
+        names = clip_manifest(artifact).classnames
         # The prompt construction of CoOp's "end" position with a zero context gives prefix and
         # suffix; the context slots are filled per image.
         prompts, eot = build_prompts(tower, np.zeros_like(ctx), names, "end")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.clip.bundle import ClipBundleConfig
-from promptserve.models.clip.methods.base import PromptMethod
+from promptserve.models.clip.methods.base import PromptMethod, clip_manifest
 from promptserve.models.clip.text import TextTower, l2_normalize
 
 
@@ -39,7 +39,7 @@ class CoOpMethod(PromptMethod):
         text_width = bundle.text_width
         p: CoOpParams = cls.params(artifact)
         ctx = artifact.tensors.get("ctx")
-        n_cls = len(artifact.manifest.classnames)
+        n_cls = len(clip_manifest(artifact).classnames)
         expected = (n_cls, p.n_ctx, text_width) if p.csc else (p.n_ctx, text_width)
         if ctx is None or tuple(ctx.shape) != expected:
             got = None if ctx is None else tuple(ctx.shape)
@@ -54,7 +54,7 @@ class CoOpMethod(PromptMethod):
         prompts, eot = build_prompts(
             tower,
             artifact.tensors["ctx"].astype(np.float32),
-            artifact.manifest.classnames,
+            clip_manifest(artifact).classnames,
             p.class_token_position,
         )
         return l2_normalize(tower.encode(prompts, eot)).astype(np.float32)

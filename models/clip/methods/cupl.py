@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.clip.bundle import ClipBundleConfig
-from promptserve.models.clip.methods.base import PromptMethod
+from promptserve.models.clip.methods.base import PromptMethod, clip_manifest
 from promptserve.models.clip.text import TextTower, text_ensemble
 
 
@@ -33,7 +33,7 @@ class CuPLMethod(PromptMethod):
     @classmethod
     def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         super().validate(artifact, bundle)
-        m = artifact.manifest
+        m = clip_manifest(artifact)
         texts = m.class_texts
         if texts is None or len(texts) != len(m.classnames):
             raise ArtifactError(
@@ -48,7 +48,7 @@ class CuPLMethod(PromptMethod):
 
     @classmethod
     def class_features(cls, artifact: PromptArtifact, tower: TextTower) -> np.ndarray:
-        m = artifact.manifest
+        m = clip_manifest(artifact)
         templates = m.templates or []
         per_class = [
             [t.format(name) for t in templates] + list(sentences)

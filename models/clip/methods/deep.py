@@ -32,7 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.clip.bundle import ClipBundleConfig
 from promptserve.models.clip.deep_prompts import DeepPrompts, fp16_round
-from promptserve.models.clip.methods.base import ClassHead, PromptMethod, prompted_slots
+from promptserve.models.clip.methods.base import (
+    ClassHead,
+    PromptMethod,
+    clip_manifest,
+    prompted_slots,
+)
 from promptserve.models.clip.methods.coop import prompt_ids
 from promptserve.models.clip.text import TextTower, l2_normalize
 
@@ -99,7 +104,7 @@ class DeepPromptMethod(PromptMethod):
     @classmethod
     def class_features(cls, artifact: PromptArtifact, tower: TextTower) -> np.ndarray:
         p: DeepPromptParams = cls.params(artifact)
-        ids = prompt_ids(tower, p.prompt_prefix, artifact.manifest.classnames)
+        ids = prompt_ids(tower, p.prompt_prefix, clip_manifest(artifact).classnames)
         feats = tower.encode(
             tower.embed_tokens(ids), ids.argmax(axis=-1), cls.text_prompts(artifact)
         )
@@ -110,7 +115,7 @@ class DeepPromptMethod(PromptMethod):
         cls, artifact: PromptArtifact, features: np.ndarray, tower: TextTower
     ) -> ClassHead:
         visual = cls.visual_prompts(artifact)
-        return ClassHead(tuple(artifact.manifest.classnames), features, visual=visual)
+        return ClassHead(tuple(clip_manifest(artifact).classnames), features, visual=visual)
 
 
 def _f32(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.clip.bundle import ClipBundleConfig
-from promptserve.models.clip.methods.base import PromptMethod
+from promptserve.models.clip.methods.base import PromptMethod, clip_manifest
 from promptserve.models.clip.templates import resolve_templates
 from promptserve.models.clip.text import TextTower, template_ensemble
 
@@ -21,11 +21,12 @@ class TemplatesMethod(PromptMethod):
     def validate(cls, artifact: PromptArtifact, bundle: ClipBundleConfig) -> None:
         super().validate(artifact, bundle)
         try:
-            resolve_templates(artifact.manifest.templates or None)
+            resolve_templates(clip_manifest(artifact).templates or None)
         except ValueError as exc:
             raise ArtifactError(str(exc)) from exc
 
     @classmethod
     def class_features(cls, artifact: PromptArtifact, tower: TextTower) -> np.ndarray:
-        templates = resolve_templates(artifact.manifest.templates or None)
-        return template_ensemble(tower, artifact.manifest.classnames, templates)
+        manifest = clip_manifest(artifact)
+        templates = resolve_templates(manifest.templates or None)
+        return template_ensemble(tower, manifest.classnames, templates)

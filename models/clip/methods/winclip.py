@@ -81,7 +81,8 @@ def harmonic_aggregation(scores: np.ndarray, windows: np.ndarray, grid: int) -> 
     sums = np.zeros((b, grid * grid))
     counts = np.zeros(grid * grid)
     for j in range(windows.shape[1]):  # each position inside a window
-        np.add.at(sums, (slice(None), windows[:, j]), inverse)
+        # numpy's stubs take only integer arrays as `indices`; a tuple of them is documented
+        np.add.at(sums, (slice(None), windows[:, j]), inverse)  # type: ignore[arg-type]
         np.add.at(counts, windows[:, j], 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = counts / sums

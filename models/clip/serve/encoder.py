@@ -84,9 +84,7 @@ class EncoderDeployment(Encoder):
     async def classify(self, call: ClassifyCall) -> dict[str, Any]:
         """`{"results": [...per image...], "batch_images": [size of each vision batch the
         call's chunks rode in]}`."""
-        head = self._cached(call.head)
-        if head is None:  # load features or encode new labels off the event loop
-            head = await asyncio.to_thread(self._load, call.head)
+        head = await self._head(call.head)
         self._pending += 1
         metrics().queue_length.set(self._pending)
         try:
@@ -98,15 +96,16 @@ class EncoderDeployment(Encoder):
             self._pending -= 1
             metrics().queue_length.set(self._pending)
         embeds = _concat([e for e, _ in parts])
-        options = {
-            "logit_scale": self.clip.config.logit_scale,
-            "top_k": call.top_k,
-            "return_logits": call.return_logits,
-        }
-        if head.dynamic:  # e.g. CoCoOp: text encoder per image, off the event loop
-            results = await asyncio.to_thread(score, embeds, head, **options)
-        else:
-            results = score(embeds, head, **options)
+        scored = functools.partial(
+            score,
+            embeds,
+            head,
+            logit_scale=self.clip.config.logit_scale,
+            top_k=call.top_k,
+            return_logits=call.return_logits,
+        )
+        # e.g. CoCoOp runs the text encoder per image: off the event loop
+        results = await asyncio.to_thread(scored) if head.dynamic else scored()
         return {"results": results, "batch_images": [n for _, n in parts]}
 
     async def detect_anomalies(self, call: AnomalyCall) -> dict[str, Any]:
@@ -129,6 +128,12 @@ class EncoderDeployment(Encoder):
         return {"result": result, "batch_images": [n for _, n in parts]}
 
     # -- heads -------------------------------------------------------------------------------
+    async def _head(self, ref: PromptRef | Labels) -> ClassHead:
+        """From the cache when it needs no I/O and no text encoding (the common case), else
+        loaded or encoded off the event loop."""
+        head = self._cached(ref)
+        return head if head is not None else await asyncio.to_thread(self._load, ref)
+
     def _cached(self, ref: PromptRef | Labels) -> ClassHead | None:
         if isinstance(ref, Labels):
             return self.heads.cached(content_id=None, labels=ref.labels, templates=ref.templates)
@@ -144,11 +149,11 @@ class EncoderDeployment(Encoder):
         if isinstance(ref, Vocabulary):
             names = tuple(n for group in ref.names for n in group)
             labels = Labels(names, ref.templates)
-            head = self._cached(labels) or await asyncio.to_thread(self._load, labels)
+            found = await self._head(labels)
             classes = tuple(group[0] for group in ref.names)
             name_class = np.repeat(np.arange(len(ref.names)), [len(g) for g in ref.names])
-            return ClassHead(classes, head.features), name_class
-        head = self._cached(ref) or await asyncio.to_thread(self._load, ref)
+            return ClassHead(classes, found.features), name_class
+        head = await self._head(ref)
         return head, np.arange(len(head.labels))
 
     async def _dense_head(self, ref: PromptRef | ObjectName) -> DenseHead:
@@ -164,7 +169,7 @@ class EncoderDeployment(Encoder):
                 )
                 head = await asyncio.to_thread(self.heads.object_head, ref.name, build)
         else:
-            head = self._cached(ref) or await asyncio.to_thread(self._load, ref)
+            head = await self._head(ref)
         if not isinstance(head, DenseHead):  # the gateway's gate lets none through
             raise TypeError(f"{ref} does not resolve to an anomaly head")
         return head

@@ -67,7 +67,7 @@ def decode_for_segment(
             param=f"images[{index}]",
         )
     h, w = resized_size(img.height, img.width, short_side)
-    return np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.uint8), (img.height, img.width)
+    return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8), (img.height, img.width)
 
 
 async def parse_classify(
@@ -119,5 +119,5 @@ def decode_resized(
         except ImageDecodeError as exc:
             raise InvalidInput(f"images[{i}]: {exc}", param=f"images[{i}]") from None
         sizes.append((img.height, img.width))
-        out.append(np.asarray(img.resize((size, size), Image.BICUBIC), dtype=np.uint8))
+        out.append(np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8))
     return np.stack(out), sizes

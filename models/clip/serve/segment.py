@@ -60,7 +60,7 @@ class SegmentRoutes(ClipGateway):
         return await self.observe("segment", run, tags)
 
     async def _segment(self, req: SegmentRequest, blobs: list[bytes]) -> JSONResponse:
-        method = req.method or next(iter(self.clip.segment), "sclip")
+        method: str = req.method or next(iter(self.clip.segment), "sclip")
         self.require_graph(f"segment_{method}", what=f"{method} segmentation", param="method")
         spec = self.clip.segment[method]
         vocabulary, labels = await self._vocabulary(req)
