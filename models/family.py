@@ -49,6 +49,11 @@ class Family(ABC):
     def deployments(self) -> tuple[type, type]:
         """(gateway class, encoder class) of the family's Ray Serve application."""
 
+    def import_commands(self) -> dict[str, Any]:
+        """`promptserve import` subcommands by name (objects with `help`, `arguments(parser)`
+        and `run(args) -> PromptArtifact`); export time, so imported only when asked for."""
+        return {}
+
     def migrate_bundle(self, data: dict[str, Any]) -> dict[str, Any]:
         """Turn an older bundle.json of this family into the current layout (default: as is)."""
         return data

@@ -30,6 +30,11 @@ class ClipFamily(Family):
 
         return GatewayIngress, EncoderDeployment
 
+    def import_commands(self) -> dict[str, Any]:
+        from promptserve.models.clip.export.commands import COMMANDS
+
+        return dict(COMMANDS)
+
     def migrate_bundle(self, data: dict[str, Any]) -> dict[str, Any]:
         return migrate_v1(data)
 

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from promptserve._version import __version__
 from promptserve.models.bundle import Bundle
 from promptserve.serving.app import EncoderLink, connect_encoder
-from promptserve.serving.config import AppConfig
+from promptserve.serving.config import AppConfig, LimitsConfig
 from promptserve.serving.errors import (
     AuthenticationError,
     InvalidInput,
@@ -49,6 +49,7 @@ from promptserve.types import (
 
 log = logging.getLogger("promptserve.gateway")
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": why}
@@ -211,6 +212,25 @@ class Gateway:
                 tags={"route": route, "prompt_id": tags.get("prompt_id", ""), "status": str(status)}
             )
             m.latency.observe(time.perf_counter() - started, tags={"route": route})
+
+    async def task_route(
+        self,
+        route: str,
+        request: Request,
+        parse: Callable[[Request, LimitsConfig], Awaitable[tuple[R, list[bytes]]]],
+        handle: Callable[[R, list[bytes]], Awaitable[JSONResponse]],
+    ) -> JSONResponse:
+        """A task route's frame: authorize, parse within the limits, then `handle`, observed
+        under `route` (tagged with the request's prompt_id once parsed)."""
+        tags: dict[str, str] = {}
+
+        async def run() -> JSONResponse:
+            self.authorize(request)
+            req, blobs = await parse(request, self.config.limits)
+            tags["prompt_id"] = getattr(req, "prompt_id", None) or ""
+            return await handle(req, blobs)
+
+        return await self.observe(route, run, tags)
 
     async def prompt(self, prompt_id: str, task: str) -> tuple[PromptInfo, PromptRef]:
         """A registered prompt a request names, checked once, here: it exists, it was built for

@@ -248,3 +248,21 @@ def test_openapi_schema_documents_every_body(server):
     body = schema["paths"]["/v1/classify"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     assert "images" in schema["components"]["schemas"]["ClassifyRequest"]["properties"]
+
+
+def test_registration_is_one_trip_to_the_encoder(server, tiny_spec):
+    """The encoder validates the artifact, computes its features and writes the store, and
+    answers with the stored prompt's info only (it used to send the whole artifact back to the
+    gateway, which serialised it again to store it)."""
+    from ray import serve
+
+    from promptserve.types import PromptInfo
+
+    encoder = serve.get_deployment_handle("encoder", app_name="promptserve")
+    art = build_templates(["cat", "dog"], backbone_id=tiny_spec.id)
+    manifest = art.manifest.model_dump(mode="json")
+    info = encoder.register.remote(manifest, None, "one-trip").result()
+    assert isinstance(info, PromptInfo) and info.content_id == art.content_id
+    with Client(server["base_url"]) as c:
+        assert c.get_prompt("one-trip").content_id == art.content_id
+        c.delete_prompt("one-trip")

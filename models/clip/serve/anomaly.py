@@ -35,15 +35,7 @@ class AnomalyRoutes(ClipGateway):
     )
 
     async def anomaly(self, request: Request) -> JSONResponse:
-        tags: dict[str, str] = {}
-
-        async def run() -> JSONResponse:
-            self.authorize(request)
-            req, blobs = await parse_anomaly(request, self.config.limits)
-            tags["prompt_id"] = req.prompt_id or ""
-            return await self._anomaly(req, blobs)
-
-        return await self.observe("anomaly", run, tags)
+        return await self.task_route("anomaly", request, parse_anomaly, self._anomaly)
 
     async def _anomaly(self, req: AnomalyRequest, blobs: list[bytes]) -> JSONResponse:
         head, size = await self._head(req)

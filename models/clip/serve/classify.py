@@ -39,15 +39,7 @@ class ClassifyRoutes(ClipGateway):
     )
 
     async def classify(self, request: Request) -> JSONResponse:
-        tags: dict[str, str] = {}
-
-        async def run() -> JSONResponse:
-            self.authorize(request)
-            req, blobs = await parse_classify(request, self.config.limits)
-            tags["prompt_id"] = req.prompt_id or ""
-            return await self._classify(req, blobs)
-
-        return await self.observe("classify", run, tags)
+        return await self.task_route("classify", request, parse_classify, self._classify)
 
     async def _classify(self, req: ClassifyRequest, blobs: list[bytes]) -> JSONResponse:
         n = len(blobs)

@@ -49,15 +49,7 @@ class SegmentRoutes(ClipGateway):
     )
 
     async def segment(self, request: Request) -> JSONResponse:
-        tags: dict[str, str] = {}
-
-        async def run() -> JSONResponse:
-            self.authorize(request)
-            req, blobs = await parse_segment(request, self.config.limits)
-            tags["prompt_id"] = req.prompt_id or ""
-            return await self._segment(req, blobs)
-
-        return await self.observe("segment", run, tags)
+        return await self.task_route("segment", request, parse_segment, self._segment)
 
     async def _segment(self, req: SegmentRequest, blobs: list[bytes]) -> JSONResponse:
         method: str = req.method or next(iter(self.clip.segment), "sclip")
