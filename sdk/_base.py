@@ -15,7 +15,12 @@ from typing import TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from promptserve._constants import DEFAULT_BASE_URL, INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
+from promptserve._constants import (
+    DEFAULT_BASE_URL,
+    INITIAL_RETRY_DELAY,
+    MAX_RETRY_AFTER,
+    MAX_RETRY_DELAY,
+)
 from promptserve._exceptions import (
     APIConnectionError,
     APIError,
@@ -89,7 +94,12 @@ class BaseClient:
         return delay
 
     def _delay_after_response(self, attempt: int, response: httpx.Response) -> float | None:
-        """Seconds to wait before retrying `response`, or None when it is the final answer."""
+        """Seconds to wait before retrying `response`, or None when it is the final answer.
+
+        A Retry-After above MAX_RETRY_AFTER makes the response final: the caller gets the error
+        (with `retry_after`) now, rather than blocking for that long or retrying before the
+        server is ready (see `_constants`).
+        """
         if response.is_success:
             return None
         if attempt >= self.max_retries:
@@ -98,6 +108,12 @@ class BaseClient:
         if not _should_retry(response):
             return None
         delay = _retry_delay(attempt, response)
+        if delay > MAX_RETRY_AFTER:
+            log.debug(
+                "HTTP %d: Retry-After %.0f s exceeds MAX_RETRY_AFTER (%.0f s), not retrying",
+                response.status_code, delay, MAX_RETRY_AFTER,
+            )  # fmt: skip
+            return None
         log.debug("HTTP %d: retrying %s in %.2f s", response.status_code, response.url, delay)
         return delay
 
@@ -136,11 +152,13 @@ def _should_retry(response: httpx.Response) -> bool:
 def _retry_delay(attempt: int, response: httpx.Response | None = None) -> float:
     """Retry-After when the response has one, else 0.5 s * 2**attempt minus up to 25 % jitter.
 
-    Both are capped at MAX_RETRY_DELAY. `attempt` counts from 0 (the first retry).
+    Only the backoff is capped at MAX_RETRY_DELAY: Retry-After is the server's word and is
+    returned as it is (`_delay_after_response` refuses waits above MAX_RETRY_AFTER).
+    `attempt` counts from 0 (the first retry).
     """
     retry_after = _parse_retry_after(response.headers) if response is not None else None
     if retry_after is not None:
-        return min(retry_after, MAX_RETRY_DELAY)
+        return retry_after
     delay = min(INITIAL_RETRY_DELAY * 2.0**attempt, MAX_RETRY_DELAY)
     return delay * (1.0 - 0.25 * random.random())
 

@@ -120,7 +120,9 @@ class PromptNotFound(NotFoundError):
 
 
 class ServerOverloaded(APIStatusError):
-    """The server shed load (503, or 429 from a proxy); raised once the retries are used up.
+    """The server shed load (503, or 429 from a proxy); raised once the retries are used up,
+    or at once when its Retry-After asks for more than MAX_RETRY_AFTER (60 s): the client waits
+    as long as the server says, but does not block a call for minutes.
 
     Attributes:
         retry_after: Seconds the server asked to wait (the Retry-After header), if it said.

@@ -12,14 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-DEMO_HINT = "`demo` (a tiny backbone with seeded random weights)"
-
 
 def _backbone(text: str):
-    from promptserve.models.clip.backbone import BackboneSpec
-    from promptserve.models.clip.export.seeded import seeded_backbone
+    from promptserve.models.clip.export.commands import backbone
 
-    return seeded_backbone() if text == "demo" else BackboneSpec.parse(text)
+    return backbone(text)
 
 
 def _segment_specs(text: str) -> tuple:
@@ -130,100 +127,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_coop(args: argparse.Namespace, spec):
-    from promptserve.models.clip.export.importers import read_classnames
-    from promptserve.models.clip.export.importers.coop import import_coop
-
-    return import_coop(
-        args.checkpoint,
-        classnames=read_classnames(args.classnames),
-        backbone=spec,
-        class_token_position=args.class_token_position,
-    )
-
-
-def _import_kgcoop(args: argparse.Namespace, spec):
-    from promptserve.models.clip.export.importers import read_classnames
-    from promptserve.models.clip.export.importers.coop import import_kgcoop
-
-    return import_kgcoop(
-        args.checkpoint, classnames=read_classnames(args.classnames), backbone=spec
-    )
-
-
-def _import_cocoop(args: argparse.Namespace, spec):
-    from promptserve.models.clip.export.importers import read_classnames
-    from promptserve.models.clip.export.importers.cocoop import import_cocoop
-
-    return import_cocoop(
-        args.checkpoint, classnames=read_classnames(args.classnames), backbone=spec
-    )
-
-
-def _import_deep(args: argparse.Namespace, spec):
-    from promptserve.models.clip.export.importers import read_classnames
-    from promptserve.models.clip.export.importers.deep import import_ivlp, import_maple
-
-    fn = import_maple if args.method == "maple" else import_ivlp
-    return fn(
-        args.checkpoint,
-        classnames=read_classnames(args.classnames),
-        backbone=spec,
-        ctx_init=args.ctx_init,
-    )
-
-
-def _import_anomalyclip(args: argparse.Namespace, spec):
-    from promptserve.models.clip.export.importers.anomalyclip import import_anomalyclip
-    from promptserve.models.clip.methods.anomalyclip import AnomalyCLIPParams
-
-    params = AnomalyCLIPParams(
-        taps=args.taps, dpam_layer=args.dpam_layer, image_size=args.image_size, sigma=args.sigma
-    )
-    return import_anomalyclip(args.checkpoint, backbone=spec, params=params)
-
-
-def _import_cupl(args: argparse.Namespace, spec):
-    from promptserve.models.clip.export.importers import read_classnames
-    from promptserve.models.clip.export.importers.cupl import import_cupl
-
-    names = read_classnames(args.classnames) if args.classnames else None
-    return import_cupl(args.prompts, backbone_id=spec.id, classnames=names, variant=args.variant)
-
-
-def _import_templates(args: argparse.Namespace, spec):
-    from promptserve.models.clip.export.importers import read_classnames
-    from promptserve.models.clip.export.importers.templates import build_templates
-
-    templates = args.templates
-    if templates not in ("imagenet80", "default") and Path(templates).exists():
-        templates = [t for t in Path(templates).read_text().splitlines() if t.strip()]
-    return build_templates(
-        read_classnames(args.classnames), backbone_id=spec.id, templates=templates
-    )
-
-
-IMPORTERS = {
-    "coop": _import_coop,
-    "kgcoop": _import_kgcoop,
-    "cocoop": _import_cocoop,
-    "maple": _import_deep,
-    "promptsrc": _import_deep,
-    "ivlp": _import_deep,
-    "cupl": _import_cupl,
-    "templates": _import_templates,
-    "anomalyclip": _import_anomalyclip,
-}
-
-
 def cmd_import(args: argparse.Namespace) -> int:
-    spec = _backbone(args.backbone)
-    artifact = IMPORTERS[args.method](args, spec)
+    artifact = args.importer.run(args)
     artifact.save(args.output)
-    n = len(artifact.manifest.classnames)
-    print(f"{artifact.manifest.method} artifact for {n} classes on {spec.id}")
+    labels = artifact.manifest.labels()
+    what = f" for {len(labels)} classes" if labels is not None else ""
+    print(f"{artifact.manifest.method} artifact{what} on {artifact.manifest.backbone}")
     print(f"content id {artifact.content_id}\nwritten to {args.output}")
     return 0
+
+
+def _import_parsers(sub: argparse._SubParsersAction) -> None:
+    """`promptserve import METHOD`: every family's import commands (a family adds its own in
+    its folder, e.g. models/clip/export/commands.py)."""
+    from promptserve.models.family import FAMILIES, get_family
+
+    imp = sub.add_parser("import", help="turn a checkpoint or templates into a prompt artifact")
+    isub = imp.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for family in FAMILIES:
+        for name, command in get_family(family).import_commands().items():
+            parser = isub.add_parser(name, help=command.help)
+            command.arguments(parser)
+            parser.add_argument(
+                "-o", "--output", required=True, type=Path, help="artifact directory"
+            )
+            parser.set_defaults(fn=cmd_import, importer=command)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -363,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export a backbone to an ONNX bundle with a parity report")
     s.add_argument(
         "--backbone",
-        help=f"NAME:TAG, NAME@WEIGHTS, CONFIG.json@WEIGHTS or {DEMO_HINT}",
+        help="NAME:TAG, NAME@WEIGHTS, CONFIG.json@WEIGHTS, hf-hub:ORG/REPO, local-dir:PATH or `demo` (a tiny backbone with seeded random weights)",
     )
     s.add_argument(
         "-o", "--output", required=True, type=Path, help="bundle (or repository) directory"
@@ -444,70 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=cmd_export)
 
-    imp = sub.add_parser("import", help="turn a checkpoint or templates into a prompt artifact")
-    isub = imp.add_subparsers(dest="method", required=True, metavar="METHOD")
-    coop = isub.add_parser(
-        "coop", help="a CoOp checkpoint from the official trainer (Dassl .pth.tar)"
-    )
-    coop.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-50")
-    coop.add_argument("--class-token-position", choices=["end", "middle", "front"], default="end")
-    kg = isub.add_parser("kgcoop", help="a KgCoOp checkpoint (htyao89/KgCoOp; CoOp at inference)")
-    kg.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-100")
-    coco = isub.add_parser("cocoop", help="a CoCoOp checkpoint (meta-net conditioned context)")
-    coco.add_argument("checkpoint", type=Path, help="e.g. .../prompt_learner/model.pth.tar-10")
-    maple = isub.add_parser("maple", help="a MaPLe checkpoint (multi-modal deep prompts)")
-    maple.add_argument(
-        "checkpoint", type=Path, help="e.g. .../MultiModalPromptLearner/model.pth.tar-5"
-    )
-    src = isub.add_parser("promptsrc", help="a PromptSRC checkpoint (served as IVLP)")
-    src.add_argument("checkpoint", type=Path, help="e.g. .../VLPromptLearner/model.pth.tar-20")
-    ivlp = isub.add_parser("ivlp", help="an IVLP checkpoint (independent V-L deep prompts)")
-    ivlp.add_argument("checkpoint", type=Path, help="e.g. .../VLPromptLearner/model.pth.tar-20")
-    for cmd in (maple, src, ivlp):
-        cmd.add_argument(
-            "--ctx-init",
-            default="a photo of a",
-            help="the training config's CTX_INIT ('' if the context was randomly initialised)",
-        )
-    ac = isub.add_parser(
-        "anomalyclip", help='an AnomalyCLIP checkpoint ({"prompt_learner": ...} from train.py)'
-    )
-    ac.add_argument("checkpoint", type=Path, help="e.g. checkpoints/9_12_4_multiscale/epoch_15.pth")
-    ac.add_argument("--image-size", type=int, default=518, help="map resolution (official: 518)")
-    ac.add_argument("--sigma", type=float, default=4.0, help="Gaussian blur of the map")
-    ac.add_argument(
-        "--taps",
-        type=lambda t: tuple(int(v) for v in t.split(",")),
-        default=(6, 12, 18, 24),
-        help="1-based layers whose patch tokens make the map",
-    )
-    ac.add_argument("--dpam-layer", type=int, default=20, help="DPAM on the last N-1 blocks")
-    tpl = isub.add_parser("templates", help="a hand-written template ensemble")
-    tpl.add_argument(
-        "--templates",
-        default="imagenet80",
-        help="imagenet80, default, or a file with one template per line",
-    )
-    cupl = isub.add_parser(
-        "cupl", help="CuPL generated prompts ({classname: [sentence, ...]} JSON)"
-    )
-    cupl.add_argument("prompts", type=Path, help="e.g. CuPL_image_prompts.json")
-    cupl.add_argument(
-        "--variant", choices=["cupl", "both"], default="cupl", help="both: add the 80 templates"
-    )
-    cupl.add_argument(
-        "--classnames", type=Path, help="subset/order of classes (default: the JSON's)"
-    )
-    for cmd in (coop, kg, coco, maple, src, ivlp, tpl):
-        cmd.add_argument(
-            "--classnames", required=True, type=Path, help="one class name per line, or a JSON list"
-        )
-    for cmd in (coop, kg, coco, maple, src, ivlp, tpl, cupl, ac):
-        cmd.add_argument(
-            "--backbone", required=True, help=f"the backbone it runs on, or {DEMO_HINT}"
-        )
-        cmd.add_argument("-o", "--output", required=True, type=Path, help="artifact directory")
-        cmd.set_defaults(fn=cmd_import)
+    _import_parsers(sub)
 
     k8s = sub.add_parser("k8s", help="Kubernetes manifests from the app config")
     ksub = k8s.add_subparsers(dest="k8s_action", required=True, metavar="ACTION")

@@ -76,7 +76,7 @@ class Engine(ABC):
     @abstractmethod
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one of the bundle's graphs (`bundle.json: graphs`) on its named inputs; the
-        outputs in the graph's order. The encode methods below are built on it."""
+        outputs in the graph's order. A family's verbs (e.g. models/clip/runtime.py) call it."""
 
     def close(self) -> None:  # noqa: B027 -- optional: in-process runtimes hold nothing
         """Release what the runtime holds outside this process (connections, registered

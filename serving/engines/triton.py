@@ -4,7 +4,7 @@ asyncio clients. Triton executes the frozen encoders with its own dynamic batche
 keeps routing, prompts, heads and the API, and still reads the bundle locally for the
 tokenizer, token embeddings and graph specs.
 
-`Engine.run` is synchronous because the encode methods built on it run in worker threads next
+`Engine.run` is synchronous because the family verbs built on it run in worker threads next
 to CPU work (preprocessing, heads). The engine therefore owns one event loop on a daemon thread
 holding the asyncio clients, and every worker thread's call is a coroutine on it. All threads
 share one connection pool (`connections`: gRPC channels used round-robin, each multiplexing any

@@ -192,8 +192,13 @@ def test_prompts_commands_against_a_server(server, tiny_spec, tmp_path):
     )
     assert "cli-prompt" in run("prompts", "list", *url).stdout
     assert run("prompts", "rm", "cli-prompt", *url).returncode == 0
+    # An SDK error (PromptNotFound) is one line on stderr and exit status 1, not a traceback.
     gone = run("prompts", "rm", "cli-prompt", *url)
-    assert gone.returncode != 0 and "cli-prompt" in gone.stderr
+    assert gone.returncode == 1, gone.stderr
+    assert "Traceback" not in gone.stderr, gone.stderr
+    (line,) = gone.stderr.strip().splitlines()
+    assert line.startswith("promptserve prompts: error: 404 prompt_not_found:"), line
+    assert "cli-prompt" in line
 
 
 def test_demo_once_exits_zero(tmp_path):

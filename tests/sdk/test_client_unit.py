@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 import promptserve
-from promptserve import _base
+from promptserve import _base, _client
 from promptserve._base import _merge, _retry_delay, _should_retry, _split
 from promptserve._client import _classify_plan, _encode_images, _register_body
-from promptserve._constants import INITIAL_RETRY_DELAY, MAX_RETRY_DELAY
+from promptserve._constants import INITIAL_RETRY_DELAY, MAX_RETRY_AFTER, MAX_RETRY_DELAY
 from promptserve._exceptions import _make_status_error
-from promptserve.types import ClassifyResponse, ImageClassification, LabelScore
+from promptserve.types import ClassifyResponse, ImageClassification, LabelScore, ModelInfo
 
 URL = "http://promptserve.test"
 
@@ -131,10 +131,14 @@ def test_should_retry(status, headers, retry):
     assert _should_retry(_response(status, headers=headers)) is retry
 
 
-def test_retry_delay_honours_retry_after_and_caps_it():
+def test_retry_delay_obeys_retry_after_beyond_the_backoff_cap():
+    """MAX_RETRY_DELAY caps the client's own backoff only: the server's Retry-After is the wait,
+    even above it (whether to wait at all is `_delay_after_response`'s call, tested below)."""
     assert _retry_delay(0, _response(503, headers={"Retry-After": "2"})) == 2.0
     assert _retry_delay(3, _response(503, headers={"Retry-After": "0"})) == 0.0
-    assert _retry_delay(0, _response(503, headers={"Retry-After": "3600"})) == MAX_RETRY_DELAY
+    assert _retry_delay(0, _response(503, headers={"Retry-After": "30"})) == 30.0
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25.0 <= _retry_delay(0, _response(429, headers={"Retry-After": when})) <= 31.0
 
 
 def test_retry_delay_backoff_grows_with_jitter_and_caps(monkeypatch):
@@ -246,6 +250,68 @@ def test_async_retries_503_then_succeeds():
             return await client.model_info()
 
     assert asyncio.run(main()).backbone == "ViT-B-16" and len(seen) == 3
+
+
+def _sleeps(monkeypatch) -> list[float]:
+    """Record the client's sleeps between retries instead of sleeping them."""
+    slept: list[float] = []
+
+    async def asleep(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr(_client.time, "sleep", slept.append)
+    monkeypatch.setattr(_client.asyncio, "sleep", asleep)
+    return slept
+
+
+def _busy(retry_after: str) -> httpx.Response:
+    body = {"error": {"type": "overloaded", "message": "busy", "param": None}}
+    return httpx.Response(503, json=body, headers={"Retry-After": retry_after})
+
+
+def _model_info_with(kind: str, handler) -> ModelInfo:
+    if kind == "sync":
+        http = httpx.Client(transport=httpx.MockTransport(handler))
+        with promptserve.Client(URL, max_retries=2, http_client=http) as client:
+            return client.model_info()
+
+    async def main():
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        async with promptserve.AsyncClient(URL, max_retries=2, http_client=http) as client:
+            return await client.model_info()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("retry_after", ["30", "60"])
+def test_waits_as_long_as_retry_after_says(monkeypatch, kind, retry_after):
+    """A server asking for 30 s is not hit again after MAX_RETRY_DELAY (8 s) but after 30 s."""
+    slept = _sleeps(monkeypatch)
+    handler, seen = _flaky([_busy(retry_after), httpx.Response(200, json=_MODEL_INFO)])
+    assert _model_info_with(kind, handler).backbone == "ViT-B-16"
+    assert slept == [float(retry_after)] and len(seen) == 2
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_retry_after_beyond_max_retry_after_raises_at_once(monkeypatch, kind):
+    """Past MAX_RETRY_AFTER (60 s, documented) the client neither sleeps for an hour nor hits
+    the server early: it raises, and `retry_after` tells the caller when to come back."""
+    assert MAX_RETRY_AFTER == 60.0
+    slept = _sleeps(monkeypatch)
+    handler, seen = _flaky([_busy("61"), httpx.Response(200, json=_MODEL_INFO)])
+    with pytest.raises(promptserve.ServerOverloaded) as info:
+        _model_info_with(kind, handler)
+    assert slept == [] and len(seen) == 1
+    assert info.value.retry_after == 61.0 and info.value.status_code == 503
+
+
+def test_retry_after_still_counts_against_max_retries(monkeypatch):
+    slept = _sleeps(monkeypatch)
+    handler, seen = _flaky([_busy("20")])
+    with pytest.raises(promptserve.ServerOverloaded):
+        _model_info_with("sync", handler)
+    assert slept == [20.0, 20.0] and len(seen) == 3
 
 
 def test_async_connection_error_after_retries(monkeypatch):
