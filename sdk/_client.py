@@ -1,7 +1,9 @@
 """`Client` and `AsyncClient`: the twin entry points of the SDK.
 
-Both build their requests with the helpers at the top of this file and `BaseClient`; only the
-transport loop and the way chunks run concurrently (threads vs tasks) are written twice.
+Both build their requests with the helpers at the top of this file and `BaseClient`; the chunked
+calls (`classify`, `detect_anomalies`, `segment`) are one `_Chunked` plan each, built by the same
+code for both clients. Only the transport loop and the way chunks run concurrently (threads vs
+tasks, in each client's `_run_chunked`) are written twice.
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from promptserve._base import BaseClient, Timeout, _merge, _split, log
 from promptserve._constants import (
@@ -47,6 +50,7 @@ __all__ = ["AsyncClient", "Client"]
 
 Images = ImageInput | Sequence[ImageInput]
 R = TypeVar("R", AnomalyResponse, SegmentResponse)
+M = TypeVar("M", ClassifyResponse, AnomalyResponse, SegmentResponse)
 # A folder written by `promptserve import` (manifest.json [+ prompt.safetensors]), or its contents.
 Artifact = str | Path | tuple[dict[str, Any], bytes | None]
 
@@ -62,10 +66,13 @@ def _invalid(exc: ValidationError) -> InvalidInput:
 
 
 def _image_list(images: Images) -> list[ImageInput]:
-    batch = isinstance(images, (list, tuple)) or (
+    items: list[ImageInput]
+    if isinstance(images, (list, tuple)) or (
         isinstance(images, np.ndarray) and images.ndim == 4  # (N, H, W, C)
-    )
-    items = list(images) if batch else [images]
+    ):
+        items = list(images)
+    else:
+        items = [images]  # type: ignore[list-item]  # a str or bytes is one image, not a batch
     if not items:
         raise InvalidInput("`images` is empty", param="images")
     return items
@@ -173,17 +180,81 @@ def _prompt_path(prompt_id: str) -> str:
     return f"/v1/prompts/{quote(prompt_id, safe='')}"
 
 
-def _progress_bar(total: int, progress: bool | None) -> Any:
+def _progress_bar(total: int, progress: bool | None, desc: str) -> Any:
+    """A tqdm bar named after the call (`desc`), so a script running several knows which."""
     from tqdm.auto import tqdm
 
     show = total > PROGRESS_THRESHOLD if progress is None else progress
-    return tqdm(total=total, unit="img", desc="classify", disable=not show)
+    return tqdm(total=total, unit="img", desc=desc, disable=not show)
 
 
 def _check_chunking(chunk_size: int, concurrency: int, info: ModelInfo | None) -> int:
     if chunk_size < 1 or concurrency < 1:
-        raise InvalidInput("`chunk_size` and `concurrency` must be >= 1", param="chunk_size")
+        param = "chunk_size" if chunk_size < 1 else "concurrency"
+        raise InvalidInput("`chunk_size` and `concurrency` must be >= 1", param=param)
     return min(chunk_size, info.max_images_per_request) if info is not None else chunk_size
+
+
+# -- chunked calls, shared by the twins ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Chunked(Generic[M]):
+    """One chunked call, free of transport: its chunks, each chunk's request, and the merge.
+
+    `classify`, `detect_anomalies` and `segment` of both clients build one with `_chunked` and
+    hand it to their client's `_run_chunked`, so that requests are built and answers merged by
+    one code path; only sending (blocking or awaited) and running up to `concurrency` chunks at
+    once (threads or tasks) are written per client.
+    """
+
+    name: str  # the call, as the progress bar names it: classify, anomaly or segment
+    path: str
+    model: type[M]
+    template: BaseModel  # the request, without its images
+    chunks: list[tuple[int, list[ImageInput]]]  # (offset of the first image, images)
+    concurrency: int
+    downscale: dict[str, Any]  # `image_to_bytes` arguments
+    merge: Callable[[Sequence[M], Sequence[int]], M]
+
+    @property
+    def total(self) -> int:
+        return sum(len(part) for _, part in self.chunks)
+
+    def body(self, offset: int, part: Sequence[ImageInput]) -> BaseModel:
+        """The request of one chunk. Encoding is CPU work (PNG, base64), so it runs on the
+        worker that sends the chunk: a pool thread, or `asyncio.to_thread` for the async client."""
+        encoded = _encode_images(part, offset, self.downscale)
+        return self.template.model_copy(update={"images": encoded})
+
+    def progress_bar(self, progress: bool | None) -> Any:
+        return _progress_bar(self.total, progress, self.name)
+
+    def merged(self, responses: Sequence[M]) -> M:
+        """One response in input order; `responses` are in chunk order, whatever finished first."""
+        return self.merge(responses, [offset for offset, _ in self.chunks])
+
+
+def _chunked(
+    name: str,
+    model: type[M],
+    merge: Callable[[Sequence[M], Sequence[int]], M],
+    items: list[ImageInput],
+    template: BaseModel,
+    *,
+    chunk_size: int,
+    concurrency: int,
+    info: ModelInfo | None,
+    downscale: dict[str, Any] | None = None,
+) -> _Chunked[M]:
+    """`items` split into chunks of `chunk_size` (at most the server's `max_images_per_request`
+    once `info` is known), sent to `POST /v1/<name>`."""
+    size = _check_chunking(chunk_size, concurrency, info)
+    return _Chunked(
+        name=name, path=f"/v1/{name}", model=model, template=template,
+        chunks=_split(items, size), concurrency=concurrency, downscale=downscale or {},
+        merge=merge,
+    )  # fmt: skip
 
 
 class Client(BaseClient):
@@ -193,7 +264,9 @@ class Client(BaseClient):
         base_url: Server URL; defaults to `$PROMPTSERVE_BASE_URL`, else `http://127.0.0.1:8000`.
         api_key: Sent as `Authorization: Bearer <key>`; defaults to `$PROMPTSERVE_API_KEY`.
         timeout: Seconds per request (or an `httpx.Timeout`); methods take `timeout=` too.
-        max_retries: Retries after connection errors, 408, 429 and 5xx, with backoff.
+        max_retries: Retries after connection errors, 408, 429 and 5xx, after the server's
+            Retry-After or else an exponential backoff (capped at MAX_RETRY_DELAY, 8 s). A
+            Retry-After above MAX_RETRY_AFTER (60 s) is not waited for: the error is raised.
         http_client: An `httpx.Client` to send with (proxies, TLS, limits). The SDK sets URL,
             headers and timeout per request, and does not close a client it was given.
 
@@ -244,6 +317,32 @@ class Client(BaseClient):
                 time.sleep(delay)
             attempt += 1
 
+    def _run_chunked(
+        self, call: _Chunked[M], *, progress: bool | None, timeout: Timeout | None
+    ) -> M:
+        """Send `call`'s chunks, up to `call.concurrency` at once on worker threads (httpx's
+        client is thread-safe), and merge the answers. The first failing chunk's error is
+        raised; chunks not yet started are cancelled."""
+        bar = call.progress_bar(progress)
+
+        def run(chunk: tuple[int, list[ImageInput]]) -> M:
+            offset, part = chunk
+            body = call.body(offset, part)
+            response = self._request("POST", call.path, body=body, timeout=timeout)
+            bar.update(len(part))
+            return self._parse(response, call.model)
+
+        with bar:
+            if len(call.chunks) == 1 or call.concurrency == 1:
+                responses = [run(chunk) for chunk in call.chunks]
+            else:
+                pool = ThreadPoolExecutor(min(call.concurrency, len(call.chunks)), "promptserve")
+                try:
+                    responses = [f.result() for f in [pool.submit(run, c) for c in call.chunks]]
+                finally:
+                    pool.shutdown(cancel_futures=True)
+        return call.merged(responses)
+
     def classify(
         self,
         images: Images,
@@ -275,7 +374,8 @@ class Client(BaseClient):
             chunk_size: Images per request; longer lists are split (and clamped to the server's
                 `max_images_per_request` once `model_info()` is known).
             concurrency: Chunk requests in flight at once.
-            progress: Show a tqdm bar; by default only above PROGRESS_THRESHOLD images.
+            progress: Show a tqdm bar named "classify"; by default only above
+                PROGRESS_THRESHOLD images.
             timeout: Seconds per request, overriding the client's.
 
         Returns:
@@ -296,26 +396,11 @@ class Client(BaseClient):
             return_logits=return_logits,
         )  # fmt: skip
         info = (self._model_info or self.model_info(timeout=timeout)) if downscale else None
-        chunks = _split(items, _check_chunking(chunk_size, concurrency, self._model_info))
-
-        def run(chunk: tuple[int, list[ImageInput]]) -> ClassifyResponse:
-            offset, part = chunk
-            encoded = _encode_images(part, offset, _downscale_args(info))
-            body = template.model_copy(update={"images": encoded})
-            response = self._request("POST", "/v1/classify", body=body, timeout=timeout)
-            bar.update(len(part))
-            return self._parse(response, ClassifyResponse)
-
-        with _progress_bar(len(items), progress) as bar:
-            if len(chunks) == 1 or concurrency == 1:
-                responses = [run(chunk) for chunk in chunks]
-            else:
-                pool = ThreadPoolExecutor(min(concurrency, len(chunks)), "promptserve")
-                try:
-                    responses = [f.result() for f in [pool.submit(run, c) for c in chunks]]
-                finally:
-                    pool.shutdown(cancel_futures=True)
-        return _merge(responses, [offset for offset, _ in chunks])
+        call = _chunked(
+            "classify", ClassifyResponse, _merge, items, template, chunk_size=chunk_size,
+            concurrency=concurrency, info=self._model_info, downscale=_downscale_args(info),
+        )  # fmt: skip
+        return self._run_chunked(call, progress=progress, timeout=timeout)
 
     def detect_anomalies(
         self,
@@ -324,6 +409,7 @@ class Client(BaseClient):
         prompt_id: str | None = None,
         object_name: str | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
         progress: bool | None = None,
         timeout: Timeout | None = None,
     ) -> AnomalyResponse:
@@ -331,6 +417,16 @@ class Client(BaseClient):
         (`prompt_id`: AnomalyCLIP) or zero-shot for an `object_name` (WinCLIP). Images are sent
         at full size so each map comes back at the image's own size
         (`results[i].anomaly_map()`); `promptserve.overlay` draws it over the image.
+
+        Args:
+            chunk_size: Images per request; longer lists are split as in `classify`.
+            concurrency: Chunk requests in flight at once (worker threads), as in `classify`.
+            progress: Show a tqdm bar named "anomaly"; by default only above
+                PROGRESS_THRESHOLD images.
+            timeout: Seconds per request, overriding the client's.
+
+        Returns:
+            One `AnomalyResponse` whose `results[i]` is `images[i]`, whichever chunk it went in.
 
         Raises:
             InvalidInput: Bad images, neither or both of prompt_id and object_name, or a
@@ -343,15 +439,11 @@ class Client(BaseClient):
             (0.93, (900, 900))
         """
         items, template = _anomaly_plan(images, prompt_id, object_name)
-        chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
-        responses = []
-        with _progress_bar(len(items), progress) as bar:
-            for offset, part in chunks:
-                body = template.model_copy(update={"images": _encode_images(part, offset, {})})
-                response = self._request("POST", "/v1/anomaly", body=body, timeout=timeout)
-                responses.append(self._parse(response, AnomalyResponse))
-                bar.update(len(part))
-        return _merge_indexed(responses, [offset for offset, _ in chunks])
+        call = _chunked(
+            "anomaly", AnomalyResponse, _merge_indexed, items, template, chunk_size=chunk_size,
+            concurrency=concurrency, info=self._model_info,
+        )  # fmt: skip
+        return self._run_chunked(call, progress=progress, timeout=timeout)
 
     def segment(
         self,
@@ -366,6 +458,7 @@ class Client(BaseClient):
         prob_threshold: float = 0.0,
         return_scores: bool = False,
         chunk_size: int = 4,
+        concurrency: int = DEFAULT_CONCURRENCY,
         progress: bool | None = None,
         timeout: Timeout | None = None,
     ) -> SegmentResponse:
@@ -374,6 +467,16 @@ class Client(BaseClient):
         MaskCLIP, SCLIP or ClearCLIP (`method`; default: the server's first). Images are sent
         at full size; `results[i].labels()` indexes `response.labels`, and
         `promptserve.segment_overlay` colours it with a legend.
+
+        Args:
+            chunk_size: Images per request (small: full-size images make large bodies).
+            concurrency: Chunk requests in flight at once (worker threads), as in `classify`.
+            progress: Show a tqdm bar named "segment"; by default only above
+                PROGRESS_THRESHOLD images.
+            timeout: Seconds per request, overriding the client's.
+
+        Returns:
+            One `SegmentResponse` whose `results[i]` is `images[i]`, whichever chunk it went in.
 
         Raises:
             InvalidInput: Bad images, neither or both of labels and prompt_id, an empty or too
@@ -391,15 +494,11 @@ class Client(BaseClient):
             short_side=short_side, stride=stride, prob_threshold=prob_threshold,
             return_scores=return_scores,
         )  # fmt: skip
-        chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
-        responses = []
-        with _progress_bar(len(items), progress) as bar:
-            for offset, part in chunks:
-                body = template.model_copy(update={"images": _encode_images(part, offset, {})})
-                response = self._request("POST", "/v1/segment", body=body, timeout=timeout)
-                responses.append(self._parse(response, SegmentResponse))
-                bar.update(len(part))
-        return _merge_indexed(responses, [offset for offset, _ in chunks])
+        call = _chunked(
+            "segment", SegmentResponse, _merge_indexed, items, template, chunk_size=chunk_size,
+            concurrency=concurrency, info=self._model_info,
+        )  # fmt: skip
+        return self._run_chunked(call, progress=progress, timeout=timeout)
 
     def register_prompt(
         self, artifact: Artifact, *, prompt_id: str | None = None, timeout: Timeout | None = None
@@ -448,7 +547,9 @@ class AsyncClient(BaseClient):
         base_url: Server URL; defaults to `$PROMPTSERVE_BASE_URL`, else `http://127.0.0.1:8000`.
         api_key: Sent as `Authorization: Bearer <key>`; defaults to `$PROMPTSERVE_API_KEY`.
         timeout: Seconds per request (or an `httpx.Timeout`); methods take `timeout=` too.
-        max_retries: Retries after connection errors, 408, 429 and 5xx, with backoff.
+        max_retries: Retries after connection errors, 408, 429 and 5xx, after the server's
+            Retry-After or else an exponential backoff (capped at MAX_RETRY_DELAY, 8 s). A
+            Retry-After above MAX_RETRY_AFTER (60 s) is not waited for: the error is raised.
         http_client: An `httpx.AsyncClient` to send with. The SDK sets URL, headers and timeout
             per request, and does not close a client it was given.
 
@@ -498,6 +599,34 @@ class AsyncClient(BaseClient):
                 await asyncio.sleep(delay)
             attempt += 1
 
+    async def _run_chunked(
+        self, call: _Chunked[M], *, progress: bool | None, timeout: Timeout | None
+    ) -> M:
+        """Send `call`'s chunks as tasks, at most `call.concurrency` in flight (a semaphore),
+        and merge the answers. The first failing chunk's error is raised; the other tasks are
+        cancelled."""
+        semaphore = asyncio.Semaphore(call.concurrency)
+        bar = call.progress_bar(progress)
+
+        async def run(chunk: tuple[int, list[ImageInput]]) -> M:
+            offset, part = chunk
+            async with semaphore:
+                # Encoding (PNG, base64) is CPU work: keep it off the event loop.
+                body = await asyncio.to_thread(call.body, offset, part)
+                response = await self._request("POST", call.path, body=body, timeout=timeout)
+            bar.update(len(part))
+            return self._parse(response, call.model)
+
+        with bar:
+            tasks = [asyncio.ensure_future(run(chunk)) for chunk in call.chunks]
+            try:
+                responses = await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
+        return call.merged(responses)
+
     async def classify(
         self,
         images: Images,
@@ -519,30 +648,11 @@ class AsyncClient(BaseClient):
             return_logits=return_logits,
         )  # fmt: skip
         info = (self._model_info or await self.model_info(timeout=timeout)) if downscale else None
-        chunks = _split(items, _check_chunking(chunk_size, concurrency, self._model_info))
-        semaphore = asyncio.Semaphore(concurrency)
-
-        async def run(chunk: tuple[int, list[ImageInput]]) -> ClassifyResponse:
-            offset, part = chunk
-            async with semaphore:
-                # Encoding (PNG, base64) is CPU work: keep it off the event loop.
-                encoded = await asyncio.to_thread(
-                    _encode_images, part, offset, _downscale_args(info)
-                )
-                body = template.model_copy(update={"images": encoded})
-                response = await self._request("POST", "/v1/classify", body=body, timeout=timeout)
-            bar.update(len(part))
-            return self._parse(response, ClassifyResponse)
-
-        with _progress_bar(len(items), progress) as bar:
-            tasks = [asyncio.ensure_future(run(chunk)) for chunk in chunks]
-            try:
-                responses = await asyncio.gather(*tasks)
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                raise
-        return _merge(responses, [offset for offset, _ in chunks])
+        call = _chunked(
+            "classify", ClassifyResponse, _merge, items, template, chunk_size=chunk_size,
+            concurrency=concurrency, info=self._model_info, downscale=_downscale_args(info),
+        )  # fmt: skip
+        return await self._run_chunked(call, progress=progress, timeout=timeout)
 
     async def detect_anomalies(
         self,
@@ -551,21 +661,18 @@ class AsyncClient(BaseClient):
         prompt_id: str | None = None,
         object_name: str | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
         progress: bool | None = None,
         timeout: Timeout | None = None,
     ) -> AnomalyResponse:
-        """`Client.detect_anomalies`, awaitable."""
+        """`Client.detect_anomalies`, awaitable; chunks run as tasks, at most `concurrency` at
+        once."""
         items, template = _anomaly_plan(images, prompt_id, object_name)
-        chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
-        responses = []
-        with _progress_bar(len(items), progress) as bar:
-            for offset, part in chunks:
-                encoded = await asyncio.to_thread(_encode_images, part, offset, {})
-                body = template.model_copy(update={"images": encoded})
-                response = await self._request("POST", "/v1/anomaly", body=body, timeout=timeout)
-                responses.append(self._parse(response, AnomalyResponse))
-                bar.update(len(part))
-        return _merge_indexed(responses, [offset for offset, _ in chunks])
+        call = _chunked(
+            "anomaly", AnomalyResponse, _merge_indexed, items, template, chunk_size=chunk_size,
+            concurrency=concurrency, info=self._model_info,
+        )  # fmt: skip
+        return await self._run_chunked(call, progress=progress, timeout=timeout)
 
     async def segment(
         self,
@@ -580,26 +687,22 @@ class AsyncClient(BaseClient):
         prob_threshold: float = 0.0,
         return_scores: bool = False,
         chunk_size: int = 4,
+        concurrency: int = DEFAULT_CONCURRENCY,
         progress: bool | None = None,
         timeout: Timeout | None = None,
     ) -> SegmentResponse:
-        """`Client.segment`, awaitable."""
+        """`Client.segment`, awaitable; chunks run as tasks, at most `concurrency` at once."""
         items, template = _segment_plan(
             images, labels=labels, prompt_id=prompt_id, method=method,
             templates=templates if isinstance(templates, (str, type(None))) else list(templates),
             short_side=short_side, stride=stride, prob_threshold=prob_threshold,
             return_scores=return_scores,
         )  # fmt: skip
-        chunks = _split(items, _check_chunking(chunk_size, 1, self._model_info))
-        responses = []
-        with _progress_bar(len(items), progress) as bar:
-            for offset, part in chunks:
-                encoded = await asyncio.to_thread(_encode_images, part, offset, {})
-                body = template.model_copy(update={"images": encoded})
-                response = await self._request("POST", "/v1/segment", body=body, timeout=timeout)
-                responses.append(self._parse(response, SegmentResponse))
-                bar.update(len(part))
-        return _merge_indexed(responses, [offset for offset, _ in chunks])
+        call = _chunked(
+            "segment", SegmentResponse, _merge_indexed, items, template, chunk_size=chunk_size,
+            concurrency=concurrency, info=self._model_info,
+        )  # fmt: skip
+        return await self._run_chunked(call, progress=progress, timeout=timeout)
 
     async def register_prompt(
         self, artifact: Artifact, *, prompt_id: str | None = None, timeout: Timeout | None = None

@@ -61,7 +61,7 @@ def _mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
         return np.zeros(shape, dtype=bool)
     mask = Image.open(sample.mask).convert("L")
     if mask.size != (shape[1], shape[0]):
-        mask = mask.resize((shape[1], shape[0]), Image.NEAREST)
+        mask = mask.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
     return np.asarray(mask) > 127
 
 
@@ -114,7 +114,7 @@ def evaluate(
                 for sample, amap in zip(part, m, strict=True):
                     target = Path(overlays) / category / sample.defect / f"{sample.path.stem}.png"
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    overlay(sample.path, amap, vmax=1.0).save(target)
+                    overlay(str(sample.path), amap, vmax=1.0).save(target)
             bar.update(len(part))
         results[category] = category_metrics(samples, np.concatenate(scores), maps)
     bar.close()
@@ -132,7 +132,7 @@ def format_table(results: dict[str, dict[str, float | int | None]]) -> str:
             f"{pct(r['pro']):>7}"
         )
     for key in ("image_auroc", "pixel_auroc", "pro"):
-        vals = [r[key] for r in results.values() if r[key] is not None]
+        vals = [float(v) for r in results.values() if (v := r[key]) is not None]
         results_mean = float(np.mean(vals)) if vals else None
         lines.append(f"mean {key:<15} {pct(results_mean)}")
     return "\n".join(lines)

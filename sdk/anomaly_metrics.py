@@ -61,5 +61,6 @@ def pro_auc(
     keep = fprs_a < expect_fpr
     x = fprs_a[keep]
     x = (x - x.min()) / (x.max() - x.min())
-    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 (e.g. with pytriton)
+    # numpy >= 2 names it trapezoid; numpy < 2 (e.g. next to pytriton) only trapz
+    trapezoid = getattr(np, "trapezoid", None) or getattr(np, "trapz")  # noqa: B009
     return float(abs(trapezoid(pros_a[keep], x)))

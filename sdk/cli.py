@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from promptserve._exceptions import APIConnectionError, PromptServeError
+
 
 def _backbone(text: str):
     from promptserve.models.clip.export.commands import backbone
@@ -443,15 +445,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fail(args: argparse.Namespace, message: object, status: int) -> int:
+    """Report an error the user can act on as one line on stderr (newlines and runs of spaces,
+    e.g. of an HTML error page, collapsed), with no traceback, and return `status`."""
+    text = " ".join(str(message).split())
+    print(f"promptserve {args.command}: error: {text}", file=sys.stderr)
+    return status
+
+
+def _is_export_parity_error(exc: BaseException) -> bool:
+    """Whether `exc` is the exporters' ExportParityError (a RuntimeError), matched by class name
+    along its MRO: importing the class would import torch into every CLI run, and the exporters'
+    module path is not fixed."""
+    return any(cls.__name__ == "ExportParityError" for cls in type(exc).__mro__)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Errors the user can act on are one line and a status, not a traceback:
+    bad arguments, files or missing extras (ValueError, FileNotFoundError, ImportError) exit 2;
+    errors of the SDK (the server's answer, or no answer) and a failed export parity check exit
+    1; anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"promptserve {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, exc, 2)
+    except PromptServeError as exc:
+        if isinstance(exc, APIConnectionError) and exc.request is not None:
+            # the SDK's message says what failed; say which server
+            return _fail(args, f"{exc} ({exc.request.method} {exc.request.url})", 1)
+        return _fail(args, exc, 1)
+    except RuntimeError as exc:
+        if not _is_export_parity_error(exc):
+            raise
+        return _fail(args, exc, 1)
 
 
 if __name__ == "__main__":

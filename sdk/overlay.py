@@ -45,7 +45,7 @@ def overlay(
     base = _rgb(image)
     heat = Image.fromarray(heatmap(np.asarray(anomaly_map, np.float32), vmax=vmax))
     if heat.size != base.size:
-        heat = heat.resize(base.size, Image.BILINEAR)
+        heat = heat.resize(base.size, Image.Resampling.BILINEAR)
     return Image.blend(base, heat, alpha)
 
 
@@ -88,7 +88,7 @@ def segment_overlay(
     colours = palette(max(len(labels), int(label_map.max(initial=0)) + 1))
     painted = Image.fromarray(colours[label_map])
     if painted.size != base.size:
-        painted = painted.resize(base.size, Image.NEAREST)
+        painted = painted.resize(base.size, Image.Resampling.NEAREST)
     out = Image.blend(base, painted, alpha)
     if not legend:
         return out

@@ -180,7 +180,11 @@ def test_bundle_exports_the_anomaly_graph_and_engines_run_it(model, anomaly_bund
     from promptserve.models.clip.runtime import ClipGraphs
 
     m = anomaly_bundle.manifest
-    assert m.config.anomaly is not None and m.config.anomaly.grid == 6 and m.config.anomaly.taps == TAPS
+    assert (
+        m.config.anomaly is not None
+        and m.config.anomaly.grid == 6
+        and m.config.anomaly.taps == TAPS
+    )
     assert m.parity["anomaly"].passed
     pixels = np.random.default_rng(2).standard_normal((2, 3, 84, 84)).astype(np.float32)
     with torch.no_grad():

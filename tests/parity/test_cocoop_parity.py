@@ -137,7 +137,7 @@ def test_cocoop_matches_official_forward(
     )
     m = tiny_bundle.manifest
     method = get_method("cocoop")
-    method.validate(art, m)
+    method.validate(art, m.config)
     engine = engines[engine_name]
     head = method.make_head(art, method.class_features(art, engine.text_tower), engine.text_tower)
     assert head.dynamic

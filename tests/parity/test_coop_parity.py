@@ -150,7 +150,7 @@ def test_coop_logits_match_official_forward(
     assert ctx.dtype == saved["ctx"].numpy().dtype
     np.testing.assert_array_equal(ctx, saved["ctx"].numpy())
 
-    CoOpMethod.validate(artifact, tiny_bundle.manifest)
+    CoOpMethod.validate(artifact, tiny_bundle.manifest.config)
     engine = engines[engine_name]
     features = CoOpMethod.class_features(artifact, engine.text_tower)
     got = served_logits(tiny_bundle, engine, features, pixels)
@@ -215,7 +215,9 @@ def test_reference_is_sensitive_to_position_and_ctx(tiny_model, tiny_bundle, pix
 
     # The tolerance is far below the logits' own scale (logit_scale ~ 14.3 on cosines).
     assert np.abs(by_position["end"]).max() > 1e4 * ATOL
-    assert tiny_bundle.manifest.config.logit_scale == pytest.approx(float(tiny_model.logit_scale.exp()))
+    assert tiny_bundle.manifest.config.logit_scale == pytest.approx(
+        float(tiny_model.logit_scale.exp())
+    )
 
 
 def test_parity_check_rejects_wrong_position_or_class_order(
@@ -286,12 +288,14 @@ def test_validate_rejects_ctx_for_another_width_or_class_count(
     path, _ = save_official_checkpoint(tmp_path / "run", learner, dtype=torch.float32)
     artifact = import_coop(path, classnames=CLASSNAMES, backbone=tiny_spec)
     with pytest.raises(ArtifactError, match=r"needs tensor `ctx` of shape \(4, 4, 128\)"):
-        CoOpMethod.validate(artifact, tiny_bundle.manifest.config.model_copy(update={"text_width": 128}))
+        CoOpMethod.validate(
+            artifact, tiny_bundle.manifest.config.model_copy(update={"text_width": 128})
+        )
     fewer = PromptArtifact(
         artifact.manifest.model_copy(update={"classnames": CLASSNAMES[:3]}), artifact.tensors
     )
     with pytest.raises(ArtifactError, match=r"got \(4, 4, 64\)"):
-        CoOpMethod.validate(fewer, tiny_bundle.manifest)
+        CoOpMethod.validate(fewer, tiny_bundle.manifest.config)
 
 
 # -- template ensemble ---------------------------------------------------------------------------
@@ -328,7 +332,7 @@ def test_templates_logits_match_clip_zeroshot_classifier(
         build_templates(CLASSNAMES, backbone_id=tiny_spec.id, templates=spec_arg),
         tmp_path / "artifact",
     )
-    TemplatesMethod.validate(artifact, tiny_bundle.manifest)
+    TemplatesMethod.validate(artifact, tiny_bundle.manifest.config)
     engine = engines[engine_name]
     features = TemplatesMethod.class_features(artifact, engine.text_tower)
     got = served_logits(tiny_bundle, engine, features, pixels)

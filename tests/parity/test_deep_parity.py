@@ -37,7 +37,7 @@ def _serve_logits(art: PromptArtifact, engine, bundle, pixels: np.ndarray) -> np
     """Registration (validate + class features) and one request, as a replica does them."""
     method = get_method(art.manifest.method)
     m = bundle.manifest
-    method.validate(art, m)
+    method.validate(art, m.config)
     tower = engine.text_tower
     head = method.make_head(art, method.class_features(art, tower), tower)
     slots = m.config.deep_prompts

@@ -91,7 +91,7 @@ def test_kgcoop_matches_official_forward(
         str(dtype).split(".")[1]
     )
     method = get_method("kgcoop")
-    method.validate(art, tiny_bundle.manifest)
+    method.validate(art, tiny_bundle.manifest.config)
     features = method.class_features(art, engines[engine_name].text_tower)
     with torch.no_grad():
         clip = ref.CustomCLIP(
@@ -123,7 +123,7 @@ def test_kgcoop_refuses_other_class_positions(tiny_spec, tiny_bundle, tiny_model
         art.tensors,
     )
     with pytest.raises(ArtifactError, match="end only"):
-        get_method("kgcoop").validate(bad, tiny_bundle.manifest)
+        get_method("kgcoop").validate(bad, tiny_bundle.manifest.config)
 
 
 @torch.no_grad()
@@ -165,7 +165,7 @@ def test_cupl_matches_official_classifier(
     art = import_cupl(tmp_path / "prompts.json", backbone_id=tiny_spec.id, variant=variant)
     art = PromptArtifact.load(art.save(tmp_path / "art"))
     method = get_method("cupl")
-    method.validate(art, tiny_bundle.manifest)
+    method.validate(art, tiny_bundle.manifest.config)
     features = method.class_features(art, engines[engine_name].text_tower)
     weights = cupl_reference(
         tiny_model, list(GPT_PROMPTS), GPT_PROMPTS, IMAGENET_80, variant == "both"

@@ -63,7 +63,8 @@ def _handler_class(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             if isinstance(answer, bytes):
                 data, kind = answer, "text/html"
             else:
-                data, kind = b"" if answer is None else json.dumps(answer).encode(), "application/json"
+                kind = "application/json"
+                data = b"" if answer is None else json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
@@ -87,7 +88,8 @@ def running_server() -> Iterator[LocalServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(state))
     httpd.daemon_threads = True
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, name="local-server", daemon=True)
+    # a short poll interval, so that shutdown() returns at once
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state

@@ -70,7 +70,8 @@ def test_unreachable_server_is_one_line_and_status_1():
 def test_multi_line_error_body_is_printed_on_one_line():
     with running_server() as server:
         page = b"<html>\n<body>\n  bad   gateway\n</body>\n</html>\n"
-        server.routes[("GET", "/v1/prompts")] = lambda body: (502, page, {"x-should-retry": "false"})
+        final = {"x-should-retry": "false"}  # no retries: the first answer is the error
+        server.routes[("GET", "/v1/prompts")] = lambda body: (502, page, final)
         out = _cli("prompts", "list", "--url", server.url)
     assert out.returncode == 1, out.stderr
     assert _one_line(out.stderr) == f"{PREFIX}502 error: <html> <body> bad gateway </body> </html>"
@@ -111,7 +112,8 @@ def test_bad_arguments_keep_status_2_and_bugs_keep_their_traceback(monkeypatch, 
 
     monkeypatch.setattr(cli, "cmd_export", bad_value)
     assert cli.main(["export", "--backbone", "nope", "-o", str(tmp_path)]) == 2
-    assert _one_line(capsys.readouterr().err) == "promptserve export: error: unknown backbone 'nope'"
+    line = _one_line(capsys.readouterr().err)
+    assert line == "promptserve export: error: unknown backbone 'nope'"
 
     def bug(args):
         raise RuntimeError("a bug, not a user error")

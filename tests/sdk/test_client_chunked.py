@@ -149,11 +149,11 @@ def _check_merged(task: str, out: Any, n: int) -> None:
 @pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_chunks_run_up_to_concurrency_at_once(local, kind, task, concurrency):
-    local.delay = 0.25  # long enough for the chunks in flight together to overlap
-    out = _call(kind, task, local.url, _images(6), chunk_size=1, concurrency=concurrency)
-    assert len(local.requests) == 6
+    local.delay = 0.2  # long enough for the chunks in flight together to overlap
+    out = _call(kind, task, local.url, _images(5), chunk_size=1, concurrency=concurrency)
+    assert len(local.requests) == 5
     assert local.max_in_flight == concurrency
-    _check_merged(task, out, 6)
+    _check_merged(task, out, 5)
 
 
 # -- chunking and merging ------------------------------------------------------------------------
