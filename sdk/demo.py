@@ -72,7 +72,11 @@ def prepare(workdir: Path) -> tuple[Path, dict[str, Path]]:
     bundle = workdir / "bundles" / "demo"
     try:
         m = Bundle(bundle).manifest
-        stale = m.backbone_id != spec.id or m.config.deep_prompts is None or not (m.config.winclip and m.config.segment)
+        stale = (
+            m.backbone_id != spec.id
+            or m.config.deep_prompts is None
+            or not (m.config.winclip and m.config.segment)
+        )
     except BundleError:
         stale = True
     if stale:  # none yet, or one from an older demo backbone

@@ -109,5 +109,3 @@ async def _parse_multipart(
         if values:
             fields[key] = values
     return _validate(json.dumps(fields).encode(), model), blobs
-
-

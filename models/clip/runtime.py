@@ -102,7 +102,9 @@ class ClipGraphs:
         else:
             spec = getattr(cfg, graph, None) if graph in _DENSE else None
         if spec is None:
-            raise BundleError(f"bundle {self.bundle.dir} has no {graph} graph; {export_hint(graph)}")
+            raise BundleError(
+                f"bundle {self.bundle.dir} has no {graph} graph; {export_hint(graph)}"
+            )
         return spec
 
     @cached_property

@@ -303,5 +303,3 @@ class Gateway:
             self.preload_error = None
             self.ready.set()
             return
-
-

@@ -86,7 +86,6 @@ def provider_options(
     }
 
 
-
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -108,5 +107,3 @@ def unsupported(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str | No
 
 def _batched(specs: list[TensorSpec]) -> bool:
     return all(s.shape and s.shape[0] == "batch" for s in specs)
-
-

@@ -25,7 +25,9 @@ class TorchEngine(Engine):
         self._graphs: dict[str, Any] = bundle.family.torch_graphs(bundle)
         missing = sorted(set(bundle.manifest.graphs) - set(self._graphs))
         if missing:  # the family's mapping and the bundle disagree: a bug, said at start
-            raise RuntimeError(f"the {bundle.manifest.family} family has no torch module for {missing}")
+            raise RuntimeError(
+                f"the {bundle.manifest.family} family has no torch module for {missing}"
+            )
 
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         t = self._torch

@@ -87,7 +87,9 @@ def test_tensorrt_accelerator_in_configs(tiny_bundle, tmp_path):
         graph = tiny_bundle.graph_path(path.parent.name.removeprefix("promptserve_"))
         assert params["trt_engine_cache_prefix"] == cache_prefix(graph)
     m = tiny_bundle.manifest
-    assert accelerated == {"vision", "anomaly", "winclip"} | {s.graph for s in m.config.segment.values()}
+    assert accelerated == {"vision", "anomaly", "winclip"} | {
+        s.graph for s in m.config.segment.values()
+    }
 
 
 def test_tensorrt_options_are_checked():

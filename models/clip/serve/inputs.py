@@ -67,7 +67,10 @@ def decode_for_segment(
             param=f"images[{index}]",
         )
     h, w = resized_size(img.height, img.width, short_side)
-    return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8), (img.height, img.width)
+    return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8), (
+        img.height,
+        img.width,
+    )
 
 
 async def parse_classify(
