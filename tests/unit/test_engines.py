@@ -125,3 +125,25 @@ def test_torch_runtime_runs_every_graph_onnxruntime_runs(tiny_bundle):
         x = rng.standard_normal((2, 3, size, size), dtype=np.float32)
         for got, want in zip(pt.encode_dense(graph, x), ort.encode_dense(graph, x), strict=True):
             np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_bundles_exported_before_families_still_load(tiny_bundle, tmp_path):
+    """bundle.json schema 1 had CLIP's fields at the top level; it reads as a clip bundle with
+    the same section, so users' existing bundles keep serving."""
+    import json
+    import shutil
+
+    from promptserve.models.bundle import BUNDLE_FILE
+    from promptserve.models.clip.bundle import ClipBundleConfig, clip_config
+
+    old = tmp_path / "v1"
+    shutil.copytree(tiny_bundle.dir, old)
+    raw = json.loads((old / BUNDLE_FILE).read_text())
+    assert raw["schema_version"] == 2 and raw["family"] == "clip"
+    flat = {k: v for k, v in raw.items() if k not in ("config", "family")}
+    flat |= raw["config"] | {"schema_version": 1}
+    (old / BUNDLE_FILE).write_text(json.dumps(flat))
+    bundle = Bundle(old)
+    assert bundle.manifest.family == "clip" and bundle.family.name == "clip"
+    assert clip_config(bundle) == clip_config(tiny_bundle)
+    assert isinstance(bundle.manifest.config, ClipBundleConfig)

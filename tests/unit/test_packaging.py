@@ -60,4 +60,15 @@ def test_layers_import_only_downwards():
     for family in families:
         for path in (ROOT / "models" / family / "serve").rglob("*.py"):
             problems += [(path, m) for m in _imports(path) if m.startswith(export_mods)]
+    # of the SDK, servers use only its public, dependency-light modules
+    shared = (
+        "promptserve.types",
+        "promptserve.images",
+        "promptserve.optional",
+        "promptserve._version",
+    )
+    sdk = {f"promptserve.{p.stem}" for p in (ROOT / "sdk").glob("*.py")} | {"promptserve"}
+    serving_side = [*(ROOT / "serving").rglob("*.py"), *(ROOT / "models").rglob("serve/*.py")]
+    for path in serving_side:
+        problems += [(path, m) for m in _imports(path) if m in sdk and not m.startswith(shared)]
     assert not problems, "\n".join(f"{p.relative_to(ROOT)} imports {m}" for p, m in problems)
