@@ -10,12 +10,17 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from promptserve.serving.config import LimitsConfig
 from promptserve.serving.errors import InvalidInput, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
+# Form fields a multipart request may carry besides its files and repeated labels (Starlette's
+# default is 1000 in all): its scalar fields and a template list.
+EXTRA_FORM_FIELDS = 256
 
 
 def _refuse_declared_oversize(request: Request, limits: LimitsConfig) -> None:
@@ -52,14 +57,16 @@ async def parse_images(
     list_fields: tuple[str, ...],
 ) -> tuple[M, list[bytes]]:
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "multipart/form-data":
         req, blobs = await _parse_multipart(request, limits, model, scalar_fields, list_fields)
-    elif content_type.startswith("application/json") or not content_type:
+    elif media_type == "application/json" or not content_type:
         req = _validate(await read_body(request, limits), model)
         blobs = [_b64(s, i) for i, s in enumerate(getattr(req, "images", []))]
     else:
         raise InvalidInput(
-            f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
+            f"unsupported content type {content_type[:60]!r}: send application/json or "
+            "multipart/form-data"
         )
     if not blobs:
         raise InvalidInput("`images` is empty: send at least one image", param="images")
@@ -94,18 +101,45 @@ async def _parse_multipart(
     list_fields: tuple[str, ...],
 ) -> tuple[M, list[bytes]]:
     _refuse_declared_oversize(request, limits)
-    form = await request.form(
-        max_files=limits.max_images_per_request + 1, max_part_size=limits.max_body_bytes
-    )
+    try:
+        form = await request.form(
+            max_files=limits.max_images_per_request + 1,
+            max_fields=limits.max_labels + EXTRA_FORM_FIELDS,
+            max_part_size=limits.max_body_bytes,
+        )
+    except (HTTPException, MultiPartException) as exc:  # Starlette's own 400s
+        detail = exc.detail if isinstance(exc, HTTPException) else exc.message
+        raise InvalidInput(
+            f"malformed multipart body ({detail}); send at most "
+            f"{limits.max_images_per_request} `images` files and the request's fields"
+        ) from None
     blobs = [await f.read() for f in form.getlist("images") if isinstance(f, UploadFile)]
     fields: dict[str, Any] = {"images": []}
     for key in scalar_fields:
         if key in form:
-            fields[key] = form[key]
+            fields[key] = _text(form[key], key)
     for key in list_fields:
-        values = [v for v in form.getlist(key) if isinstance(v, str)]
+        values: Any = [_text(v, key) for v in form.getlist(key)]
         if len(values) == 1 and values[0].startswith("["):
-            values = json.loads(values[0])
+            values = _json_list(values[0], key)
         if values:
             fields[key] = values
     return _validate(json.dumps(fields).encode(), model), blobs
+
+
+def _text(value: str | UploadFile, key: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"`{key}` must be a form field, not a file", param=key)
+    return value
+
+
+def _json_list(text: str, key: str) -> list[Any]:
+    """A multipart field holding a JSON list (e.g. labels); the request model checks what
+    is in it. Deep nesting exhausts the decoder's recursion: a 400 like any other bad JSON."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidInput(f"`{key}` is not a JSON list: {text[:40]!r}", param=key) from None
+    if not isinstance(value, list):
+        raise InvalidInput(f"`{key}` must be a JSON list", param=key)
+    return value

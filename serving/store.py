@@ -19,7 +19,7 @@ from promptserve.models.artifacts import MANIFEST_FILE, TENSORS_FILE, PromptArti
 from promptserve.serving.errors import BackboneMismatch, InvalidInput, PromptNotFound
 from promptserve.types import PromptInfo
 
-PROMPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PROMPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # whole string: fullmatch
 FEATURES_FILE = "features.safetensors"
 REGISTRATION_FILE = "registration.json"
 
@@ -33,6 +33,18 @@ class PromptRef:
     content_id: str
 
 
+def shown(value: object, limit: int = 48) -> str:
+    """A client's value as an error message quotes it: repr'd, and cut short, so a megabyte of
+    input never comes back in the error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def is_prompt_id(value: object) -> bool:
+    """A well-formed prompt id (what metrics may be tagged with)."""
+    return isinstance(value, str) and PROMPT_ID.fullmatch(value) is not None
+
+
 def check_backbone(served: str, built_for: str) -> None:
     """An artifact runs only on the backbone it was built for."""
     if built_for != served:
@@ -44,9 +56,9 @@ def check_backbone(served: str, built_for: str) -> None:
 
 
 def check_prompt_id(prompt_id: str) -> str:
-    if not PROMPT_ID.match(prompt_id):
+    if not isinstance(prompt_id, str) or not PROMPT_ID.fullmatch(prompt_id):
         raise InvalidInput(
-            f"invalid prompt_id {prompt_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            f"invalid prompt_id {shown(prompt_id)}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",
             param="prompt_id",
         )
@@ -117,7 +129,7 @@ class PromptStore:
         infos = []
         for entry in sorted(self.fs.ls(self.root, detail=False)):
             prompt_id = entry.rstrip("/").rsplit("/", 1)[-1]
-            if PROMPT_ID.match(prompt_id) and self.fs.exists(
+            if PROMPT_ID.fullmatch(prompt_id) and self.fs.exists(
                 self._path(prompt_id, REGISTRATION_FILE)
             ):
                 try:

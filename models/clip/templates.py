@@ -6,6 +6,8 @@ openai/CLIP `notebooks/Prompt_Engineering_for_ImageNet.ipynb`); each has one `{}
 
 from __future__ import annotations
 
+from string import Formatter
+
 DEFAULT_TEMPLATE = "a photo of a {}."
 
 IMAGENET_80: tuple[str, ...] = (
@@ -103,11 +105,27 @@ def resolve_templates(templates: str | list[str] | tuple[str, ...] | None) -> tu
         return PRESETS["default"]
     if isinstance(templates, str):
         if templates not in PRESETS:
-            raise ValueError(f"unknown template preset {templates!r}; presets: {sorted(PRESETS)}")
+            shown = templates if len(templates) <= 40 else templates[:40] + "…"
+            raise ValueError(f"unknown template preset {shown!r}; presets: {sorted(PRESETS)}")
         return PRESETS[templates]
-    bad = [t for t in templates if t.count("{}") != 1]
-    if not templates or bad:
+    if not templates:
+        raise ValueError("`templates` is empty: give a preset name or at least one template")
+    bad = [t for t in templates if not is_template(t)]
+    if bad:
         raise ValueError(
-            f"each template needs exactly one '{{}}' placeholder; got {bad or templates}"
+            f"{len(bad)} template(s) are not text with exactly one '{{}}' placeholder and nothing else "
+            f"str.format would read (write other braces as '{{{{' and '}}}}'), e.g. {bad[0][:60]!r}"
         )
     return tuple(templates)
+
+
+def is_template(template: object) -> bool:
+    """Text with exactly one bare `{}` field: the class name goes there, and nothing else
+    str.format would interpret (`{0}`, `{x}`, `{.attr}`, a format spec, a lone brace)."""
+    if not isinstance(template, str):
+        return False
+    try:
+        fields = [(n, s, c) for _, n, s, c in Formatter().parse(template) if n is not None]
+    except ValueError:  # a lone "{" or "}"
+        return False
+    return fields == [("", "", None)]

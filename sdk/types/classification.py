@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from promptserve.types.fields import Integer
+
 
 class ClassifyRequest(BaseModel):
     """Body of `POST /v1/classify` (JSON form; multipart uploads carry the same fields)."""
@@ -16,7 +18,7 @@ class ClassifyRequest(BaseModel):
     templates: list[str] | None = Field(
         None, description="Templates with one `{}` for free labels; default `a photo of a {}.`."
     )
-    top_k: int = Field(5, ge=1, description="How many classes to return per image.")
+    top_k: Integer = Field(5, ge=1, description="How many classes to return per image.")
     return_logits: bool = Field(False, description="Also return the full logit vector per image.")
 
     @model_validator(mode="after")

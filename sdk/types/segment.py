@@ -10,6 +10,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from promptserve.types.fields import Integer
+
 SegmentMethod = Literal["maskclip", "sclip", "clearclip"]
 
 
@@ -34,10 +36,10 @@ class SegmentRequest(BaseModel):
     method: SegmentMethod | None = Field(
         None, description="maskclip, sclip or clearclip; default: the first the server has."
     )
-    short_side: int | None = Field(
+    short_side: Integer | None = Field(
         None, ge=16, le=2048, description="Resize so the short side is this (method default)."
     )
-    stride: int | None = Field(
+    stride: Integer | None = Field(
         None, ge=1, description="Sliding-window stride in pixels (default: half the window)."
     )
     logit_scale: float | None = Field(

@@ -38,7 +38,13 @@ from promptserve.serving.errors import (
 )
 from promptserve.serving.metrics import metrics
 from promptserve.serving.preload import preload
-from promptserve.serving.store import PromptRef, PromptStore, check_backbone, check_prompt_id
+from promptserve.serving.store import (
+    PromptRef,
+    PromptStore,
+    check_backbone,
+    check_prompt_id,
+    is_prompt_id,
+)
 from promptserve.types import (
     ErrorBody,
     ErrorDetail,
@@ -208,9 +214,10 @@ class Gateway:
             raise ServeError(f"internal error: {type(exc).__name__}; see the server log") from None
         finally:
             m = metrics()
-            m.requests.inc(
-                tags={"route": route, "prompt_id": tags.get("prompt_id", ""), "status": str(status)}
-            )
+            # only well-formed ids label a series: a client's raw input never reaches the tags
+            prompt_id = tags.get("prompt_id", "")
+            prompt_id = prompt_id if is_prompt_id(prompt_id) else ""
+            m.requests.inc(tags={"route": route, "prompt_id": prompt_id, "status": str(status)})
             m.latency.observe(time.perf_counter() - started, tags={"route": route})
 
     async def task_route(

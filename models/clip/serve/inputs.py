@@ -17,7 +17,7 @@ async def parse_anomaly(
     request: Request, limits: LimitsConfig
 ) -> tuple[AnomalyRequest, list[bytes]]:
     """JSON (`AnomalyRequest`, base64 images) or multipart (`images` files + `prompt_id`)."""
-    return await parse_images(request, limits, AnomalyRequest, ("prompt_id",), ())
+    return await parse_images(request, limits, AnomalyRequest, ("prompt_id", "object_name"), ())
 
 
 async def parse_segment(

@@ -100,7 +100,7 @@ class SegmentRoutes(ClipGateway):
         if req.prompt_id is not None:
             info, ref = await self.prompt(req.prompt_id, "segment")
             return ref, info.classnames or []
-        preset = req.templates or "imagenet80"
+        preset = req.templates if req.templates is not None else "imagenet80"
         if isinstance(preset, list) and len(preset) == 1 and "{}" not in preset[0]:
             preset = preset[0]  # a preset name sent as a multipart field
         groups = tuple(

@@ -1,0 +1,120 @@
+"""Client input the review answered with a 5xx (issue 14), each sent as an attacker would:
+every one must be a 4xx with the JSON error body, and a good request right after succeeds."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+from conftest import make_image
+
+JPEG = make_image(81, (64, 48))
+B64 = base64.b64encode(JPEG).decode()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server["base_url"], timeout=60) as c:
+        yield c
+
+
+def _refused(http: httpx.Client, resp: httpx.Response, status: int = 400) -> dict:
+    """A 4xx with the JSON error body, short and free of internals; the server still serves."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:300])
+    assert resp.headers["content-type"].startswith("application/json")
+    error = resp.json()["error"]
+    assert error["type"] and 10 < len(error["message"]) < 600, error
+    assert " at 0x" not in error["message"]  # no heap addresses
+    ok = http.post("/v1/classify", json={"images": [B64], "labels": ["cat", "dog"]})
+    assert ok.status_code == 200, ok.text
+    return error
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("prompt_id", ["café", "ünï", "abc%0A"])
+def test_odd_prompt_ids_in_the_path(http, method, prompt_id):
+    resp = http.request(method, f"/v1/prompts/{prompt_id}")
+    assert "prompt_id" in _refused(http, resp)["message"]
+
+
+@pytest.mark.parametrize("prompt_id", ["café", "abc\n", "x" * 100_000])
+def test_odd_prompt_ids_in_a_body(http, prompt_id):
+    body = {"images": [B64], "prompt_id": prompt_id}
+    error = _refused(http, http.post("/v1/classify", json=body))
+    assert error["param"] == "prompt_id"
+
+
+@pytest.mark.parametrize("template", ["a {} {0}", "{x}", "{", "{.__class__}", "a {0}", "}{}"])
+def test_templates_str_format_would_interpret(http, template):
+    body = {"images": [B64], "labels": ["cat"], "templates": [template]}
+    assert _refused(http, http.post("/v1/classify", json=body))["param"] == "templates"
+    seg = {"images": [B64], "labels": ["cat"], "templates": [template]}
+    assert _refused(http, http.post("/v1/segment", json=seg))["param"] == "templates"
+
+
+def test_empty_template_list_is_refused_on_every_route(http):
+    for route in ("/v1/classify", "/v1/segment"):
+        body = {"images": [B64], "labels": ["cat"], "templates": []}
+        assert _refused(http, http.post(route, json=body))["param"] == "templates"
+
+
+def test_booleans_are_not_numbers(http):
+    body = {"images": [B64], "labels": ["cat"], "top_k": True}
+    assert _refused(http, http.post("/v1/classify", json=body))["param"] == "top_k"
+
+
+def test_content_type_must_be_json_or_multipart(http):
+    resp = http.post(
+        "/v1/classify",
+        content=b'{"images": [], "labels": ["a"]}',
+        headers={"content-type": "application/jsonfoo"},
+    )
+    assert "content type" in _refused(http, resp)["message"]
+
+
+def _multipart(http, route: str, **fields) -> httpx.Response:
+    files = [("images", ("a.jpg", JPEG, "image/jpeg"))]
+    return http.post(route, files=files, data=fields)
+
+
+@pytest.mark.parametrize("labels", ["[not json", "[" * 3000, "[1, 2]", '["a", ["b"]]'])
+def test_multipart_list_fields_that_are_not_lists_of_strings(http, labels):
+    """A field starting with `[` is a JSON list of names (any other text is one name)."""
+    resp = _multipart(http, "/v1/classify", labels=labels)
+    assert _refused(http, resp)["param"].startswith("labels")
+
+
+def test_multipart_file_where_a_field_belongs(http):
+    files = [
+        ("images", ("a.jpg", JPEG, "image/jpeg")),
+        ("prompt_id", ("p.txt", b"abc", "text/plain")),
+        ("top_k", ("k.txt", b"3", "text/plain")),
+    ]
+    resp = http.post("/v1/classify", files=files, data={"labels": '["cat"]'})
+    assert _refused(http, resp)["param"] in ("prompt_id", "top_k")
+
+
+def test_multipart_without_boundary_or_with_garbage(http):
+    for content_type, body in [
+        ("multipart/form-data", b"--x\r\n"),
+        ("multipart/form-data; boundary=xyz", b"garbage without parts"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Disposition: broken\r\n\r\n"),
+    ]:
+        resp = http.post("/v1/classify", content=body, headers={"content-type": content_type})
+        _refused(http, resp)
+
+
+def test_multipart_with_too_many_files_or_fields(http):
+    files = [("images", (f"{i}.jpg", JPEG, "image/jpeg")) for i in range(40)]
+    resp = http.post("/v1/classify", files=files, data={"labels": '["cat"]'})
+    assert "images" in _refused(http, resp, 400)["message"]
+    fields = {f"f{i}": "x" for i in range(2000)}  # the test config allows 50 labels
+    resp = http.post("/v1/classify", files=[("images", ("a.jpg", JPEG, "image/jpeg"))], data=fields)
+    _refused(http, resp)
+
+
+def test_multipart_anomaly_reads_object_name(http):
+    resp = _multipart(http, "/v1/anomaly", object_name="bottle")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["object_name"] == "bottle"
