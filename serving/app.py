@@ -9,6 +9,7 @@ The bundle names its family; the family names its gateway and encoder classes
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from ray import serve
@@ -17,21 +18,26 @@ from ray.serve import Application
 from promptserve.models.bundle import Bundle
 from promptserve.serving.config import AppConfig
 
+log = logging.getLogger("promptserve")
+
 
 def build_app(config: AppConfig, *, user_config: dict[str, Any] | None = None) -> Application:
     """The application `config` describes. `user_config` replaces the batch settings the
     config gives the encoder: deploying the same app with only these changed is a live
     update (Serve calls the encoder's `reconfigure`; no replica restarts)."""
     gateway_cls, encoder_cls = Bundle(config.bundle).family.deployments()
+    keys = config.auth.keys()  # here: replicas started by a cluster never see this environment
+    if not keys:
+        log.warning(config.auth.off_warning())
     options = config.deployment_options()
     if user_config is not None:
         options["gateway" if config.topology == "fused" else "encoder"]["user_config"] = user_config
     gateway: Any = serve.deployment(gateway_cls, name="gateway", **options["gateway"])
     if config.topology == "fused":
-        app: Application = gateway.bind(config, None)
+        app: Application = gateway.bind(config, None, keys)
         return app
     encoder: Any = serve.deployment(encoder_cls, name="encoder", **options["encoder"])
-    app = gateway.bind(config, encoder.bind(config))
+    app = gateway.bind(config, encoder.bind(config), keys)
     return app
 
 

@@ -141,8 +141,19 @@ class AuthConfig(_Strict):
     )
 
     def keys(self) -> frozenset[str]:
+        """The accepted tokens, read from this process's environment: call it where the app is
+        built (serving/app.py), whose environment the user controls; replicas a cluster starts
+        may never see it, so the keys travel with the app instead."""
         env = os.environ.get(self.api_keys_env or "", "") if self.api_keys_env else ""
         return frozenset([*self.api_keys, *(k.strip() for k in env.split(",") if k.strip())])
+
+    def off_warning(self) -> str:
+        """What to log, loudly, when no key is configured."""
+        source = f" or ${self.api_keys_env}" if self.api_keys_env else ""
+        return (
+            f"API authentication is OFF: no keys in auth.api_keys{source}; anyone who reaches "
+            "the server can classify and register or delete prompts"
+        )
 
 
 class AppConfig(_Strict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -150,14 +151,18 @@ def mount(api: FastAPI, cls: type) -> None:
 class Gateway:
     """What every family's gateway does before and after its task routes."""
 
-    def __init__(self, config: AppConfig, encoder: Any | None) -> None:
+    def __init__(self, config: AppConfig, encoder: Any | None, keys: frozenset[str]) -> None:
         """`encoder` is the encoder deployment's handle, or None for `topology: fused`, where
-        this replica runs the encoder itself (serving/app.py wires both)."""
+        this replica runs the encoder itself (serving/app.py wires both). `keys` are the API
+        keys, resolved where the app was built and sent with it, never read from this
+        replica's environment (a cluster's replicas may not have the user's)."""
         self.config = config
         self.bundle = Bundle(config.bundle)
         self.encoder: EncoderLink = connect_encoder(config, self.bundle, encoder)
         self.store = PromptStore(config.prompts.store)
-        self._keys = config.auth.keys()
+        self._keys = keys
+        if not keys:
+            log.warning(config.auth.off_warning())
         self._inflight_images = 0
         self._infos: dict[str, tuple[float, PromptInfo]] = {}
         self.ready = asyncio.Event()
@@ -183,7 +188,8 @@ class Gateway:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`")
-        if token not in self._keys:
+        given = token.encode()  # constant-time comparison with every key
+        if not any(hmac.compare_digest(given, key.encode()) for key in self._keys):
             raise PermissionDenied("API key not accepted")
 
     async def observe(
