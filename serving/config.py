@@ -122,6 +122,10 @@ class LimitsConfig(_Strict):
     max_images_per_request: int = Field(64, ge=1)
     max_body_bytes: int = Field(64 << 20, ge=1)
     max_labels: int = Field(1000, ge=1, description="Free labels per request.")
+    max_templates: int = Field(100, ge=1, description="Templates per request (free labels).")
+    max_text_chars: int = Field(
+        300, ge=1, description="Longest label or template, in characters (CLIP reads 77 tokens)."
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
     max_segment_pixels: int = Field(
         16_000_000,

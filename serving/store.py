@@ -9,18 +9,20 @@ serves features of an artifact that was replaced under the same prompt id.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 
-from promptserve.models.artifacts import MANIFEST_FILE, TENSORS_FILE, PromptArtifact
+from promptserve.models.artifacts import MANIFEST_FILE, TENSORS_FILE, ArtifactError, PromptArtifact
 from promptserve.serving.errors import BackboneMismatch, InvalidInput, PromptNotFound
 from promptserve.types import PromptInfo
 
 PROMPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # whole string: fullmatch
 FEATURES_FILE = "features.safetensors"
+log = logging.getLogger("promptserve.store")
 REGISTRATION_FILE = "registration.json"
 
 
@@ -102,28 +104,37 @@ class PromptStore:
         return self.info(prompt_id)
 
     def info(self, prompt_id: str) -> PromptInfo:
+        """The registered prompt's description; a prompt whose stored files no longer parse
+        is quarantined: a 404 saying so, logged, and left out of `list`."""
         try:
             reg = json.loads(self.fs.cat(self._path(prompt_id, REGISTRATION_FILE)))
             manifest = PromptArtifact.from_parts(
                 self.fs.cat(self._path(prompt_id, MANIFEST_FILE)).decode(), None
             ).manifest
+            labels = manifest.labels()
+            return PromptInfo(
+                prompt_id=prompt_id,
+                content_id=reg["content_id"],
+                method=manifest.method,
+                task=manifest.task,
+                backbone=manifest.backbone,
+                num_classes=len(labels) if labels is not None else None,
+                classnames=labels,
+                created_at=manifest.created_at,
+                registered_at=reg["registered_at"],
+            )
         except FileNotFoundError:
             raise PromptNotFound(
                 f"no prompt {prompt_id!r} is registered; list them with GET /v1/prompts",
                 param="prompt_id",
             ) from None
-        labels = manifest.labels()
-        return PromptInfo(
-            prompt_id=prompt_id,
-            content_id=reg["content_id"],
-            method=manifest.method,
-            task=manifest.task,
-            backbone=manifest.backbone,
-            num_classes=len(labels) if labels is not None else None,
-            classnames=labels,
-            created_at=manifest.created_at,
-            registered_at=reg["registered_at"],
-        )
+        except (ArtifactError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            log.error("prompt %s is corrupt in the store, not served: %s", prompt_id, exc)
+            raise PromptNotFound(
+                f"prompt {prompt_id!r} is corrupt in the store and is not served; register it "
+                "again (or delete it)",
+                param="prompt_id",
+            ) from None
 
     def list(self) -> list[PromptInfo]:
         infos = []
@@ -139,7 +150,9 @@ class PromptStore:
         return infos
 
     def delete(self, prompt_id: str) -> None:
-        self.info(prompt_id)  # 404 if absent
+        """Remove a prompt, corrupt ones included; 404 if there is none."""
+        if not self.fs.exists(self._path(prompt_id, REGISTRATION_FILE)):
+            self.info(prompt_id)  # the 404
         self.fs.rm(self._path(prompt_id), recursive=True)
 
     def load(self, prompt_id: str, content_id: str) -> tuple[PromptArtifact, np.ndarray]:

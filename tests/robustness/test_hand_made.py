@@ -118,3 +118,15 @@ def test_multipart_anomaly_reads_object_name(http):
     resp = _multipart(http, "/v1/anomaly", object_name="bottle")
     assert resp.status_code == 200, resp.text
     assert resp.json()["object_name"] == "bottle"
+
+
+def test_label_and_template_size_is_bounded(http):
+    """Labels × templates are encoded per request: a 16,000-letter label (tokenizing it took
+    seconds) or 1,000 templates are refused before any text work."""
+    for route in ("/v1/classify", "/v1/segment"):
+        huge = {"images": [B64], "labels": ["cat", "x" * 16_000]}
+        assert _refused(http, http.post(route, json=huge))["param"] == "labels"
+        many = {"images": [B64], "labels": ["cat"], "templates": ["a {}."] * 1000}
+        assert _refused(http, http.post(route, json=many))["param"] == "templates"
+        long = {"images": [B64], "labels": ["cat"], "templates": ["a " * 400 + "{}"]}
+        assert _refused(http, http.post(route, json=long))["param"] == "templates"

@@ -253,13 +253,26 @@ def test_async_retries_503_then_succeeds():
 
 
 def _sleeps(monkeypatch) -> list[float]:
-    """Record the client's sleeps between retries instead of sleeping them."""
-    slept: list[float] = []
+    """Record the client's sleeps between retries instead of sleeping them. `time` and
+    `asyncio` are process-wide modules: sleeps of other threads (event loops of Ray or the
+    triton engine, left by other tests) still sleep, and are not recorded."""
+    import threading
 
-    async def asleep(delay: float) -> None:
+    slept: list[float] = []
+    me = threading.get_ident()
+    real_sleep, real_asleep = _client.time.sleep, _client.asyncio.sleep
+
+    def sleep(delay: float) -> None:
+        if threading.get_ident() != me:
+            return real_sleep(delay)
         slept.append(delay)
 
-    monkeypatch.setattr(_client.time, "sleep", slept.append)
+    async def asleep(delay: float, *args, **kwargs):
+        if threading.get_ident() != me:
+            return await real_asleep(delay, *args, **kwargs)
+        slept.append(delay)
+
+    monkeypatch.setattr(_client.time, "sleep", sleep)
     monkeypatch.setattr(_client.asyncio, "sleep", asleep)
     return slept
 

@@ -152,3 +152,19 @@ def test_artifact_manifests_are_typed_by_family(tmp_path):
         PromptArtifact.from_parts({**raw, "family": "nope"}, None)
     with pytest.raises(ArtifactError, match="classnames"):
         PromptArtifact.from_parts({k: v for k, v in raw.items() if k != "classnames"}, None)
+
+
+def test_a_corrupt_entry_is_quarantined_and_the_list_still_answers(tmp_path):
+    """One stored prompt whose files no longer parse is a 404 saying so; the list answers
+    without it (it was a 500 for the whole list), and it can still be deleted."""
+    store = PromptStore(str(tmp_path))
+    for name in ("good", "bad", "worse"):
+        store.put(name, build_templates([name, "x"], backbone_id="b"), np.ones((2, 4), np.float32))
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    (tmp_path / "worse" / "registration.json").write_text("[]")
+    assert [p.prompt_id for p in store.list()] == ["good"]
+    for name in ("bad", "worse"):
+        with pytest.raises(PromptNotFound, match="corrupt"):
+            store.info(name)
+    store.delete("bad")
+    assert not (tmp_path / "bad").exists()

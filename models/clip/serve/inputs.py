@@ -44,7 +44,27 @@ async def parse_segment(
                 "register a prompt artifact for large vocabularies",
                 param="labels",
             )
+        _check_texts([n for g in groups for n in g], "labels", limits)
+    _check_texts(req.templates, "templates", limits)
     return req, blobs
+
+
+def _check_texts(texts: list[str] | str | None, param: str, limits: LimitsConfig) -> None:
+    """Labels and templates are encoded per request (labels × templates sequences, each
+    tokenized): their count and length are bounded, so one request's text work is too."""
+    if texts is None or isinstance(texts, str):
+        return
+    if param == "templates" and len(texts) > limits.max_templates:
+        raise InvalidInput(
+            f"{len(texts)} templates, above the limit of {limits.max_templates}", param=param
+        )
+    longest = max((len(t) for t in texts), default=0)
+    if longest > limits.max_text_chars:
+        raise InvalidInput(
+            f"a {param[:-1]} of {longest} characters, above the limit of "
+            f"{limits.max_text_chars} (CLIP reads 77 tokens)",
+            param=param,
+        )
 
 
 def decode_for_segment(
@@ -92,6 +112,8 @@ async def parse_classify(
                 "artifact for large vocabularies",
                 param="labels",
             )
+        _check_texts(req.labels, "labels", limits)
+    _check_texts(req.templates, "templates", limits)
     return req, blobs
 
 
