@@ -529,7 +529,7 @@ def served_app(
         if metrics_port is not None:
             import ray
 
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as run.start does on loopback
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a benchmark on a closed VM
             ray.init(
                 address="local",
                 num_cpus=num_cpus or 4,

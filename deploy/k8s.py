@@ -109,7 +109,8 @@ class ClusterConfig(_Strict):
     storage: Storage = Storage()
     api_keys_secret: str | None = Field(
         "promptserve-api-keys",
-        description="Secret whose `api-keys` entry becomes PROMPTSERVE_API_KEYS; None = no auth.",
+        description="Secret whose `api-keys` entry becomes PROMPTSERVE_API_KEYS (read keys) and "
+        "optional `admin-keys` entry PROMPTSERVE_ADMIN_KEYS (admin keys); None = no auth.",
     )
     idle_timeout_s: int = Field(
         300, ge=0, description="Autoscaler: idle worker pods removed after."
@@ -206,6 +207,18 @@ def _container(
             {
                 "name": "PROMPTSERVE_API_KEYS",
                 "valueFrom": {"secretKeyRef": {"name": cluster.api_keys_secret, "key": "api-keys"}},
+            }
+        )
+        env.append(
+            {
+                "name": "PROMPTSERVE_ADMIN_KEYS",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": cluster.api_keys_secret,
+                        "key": "admin-keys",
+                        "optional": True,
+                    }
+                },
             }
         )
     container: dict[str, Any] = {
@@ -333,6 +346,18 @@ def render_rayservice(
         config_dir=config_dir,
         data_root=data_root,
     )
+    auth = app["auth"]
+    if (
+        auth["enabled"]
+        and not cluster.api_keys_secret
+        and not (auth["api_keys"] or auth["admin_keys"])
+    ):
+        raise RenderError(
+            "the app config asks for API keys (auth.enabled) but this cluster gets none "
+            "(api_keys_secret: null, no inline keys): the app would refuse to start. Name a "
+            "Secret in api_keys_secret, or set app_overrides: {auth: {enabled: false}} for a "
+            "cluster that serves without authentication"
+        )
     w = cluster.workers
     ready = app["route_prefix"].rstrip("/") + "/readyz"
     worker_resources, sidecars = w.resources, []

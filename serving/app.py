@@ -16,6 +16,7 @@ from ray import serve
 from ray.serve import Application
 
 from promptserve.models.bundle import Bundle
+from promptserve.serving.auth import resolve_keys
 from promptserve.serving.config import AppConfig
 
 log = logging.getLogger("promptserve")
@@ -26,9 +27,9 @@ def build_app(config: AppConfig, *, user_config: dict[str, Any] | None = None) -
     config gives the encoder: deploying the same app with only these changed is a live
     update (Serve calls the encoder's `reconfigure`; no replica restarts)."""
     gateway_cls, encoder_cls = Bundle(config.bundle).family.deployments()
-    keys = config.auth.keys()  # here: replicas started by a cluster never see this environment
-    if not keys:
-        log.warning(config.auth.off_warning())
+    # here: replicas started by a cluster never see this environment; raises if keys were
+    # asked for and none resolved
+    keys = resolve_keys(config.auth)
     options = config.deployment_options()
     if user_config is not None:
         options["gateway" if config.topology == "fused" else "encoder"]["user_config"] = user_config

@@ -6,7 +6,7 @@ Example (YAML):
     engine: {name: onnxruntime, threads: 2}
     encoder: {max_batch_size: 32, batch_wait_timeout_s: 0.005, num_gpus: 0}
     prompts: {store: /var/lib/promptserve/prompts, preload: [artifacts/]}
-    auth: {api_keys_env: PROMPTSERVE_API_KEYS}
+    auth: {enabled: true, api_keys_env: PROMPTSERVE_API_KEYS}
 """
 
 from __future__ import annotations
@@ -138,25 +138,72 @@ class LimitsConfig(_Strict):
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503s.")
 
 
-class AuthConfig(_Strict):
-    api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens.")
-    api_keys_env: str | None = Field(
-        "PROMPTSERVE_API_KEYS", description="Env var with more comma-separated tokens."
+class MetricsConfig(_Strict):
+    prompt_id_labels: int = Field(
+        100,
+        ge=0,
+        description="Distinct prompt ids one replica tags request metrics with (registered "
+        "prompts that authorised requests named); later ones are tagged `_other`; 0 = none.",
     )
 
-    def keys(self) -> frozenset[str]:
-        """The accepted tokens, read from this process's environment: call it where the app is
-        built (serving/app.py), whose environment the user controls; replicas a cluster starts
-        may never see it, so the keys travel with the app instead."""
-        env = os.environ.get(self.api_keys_env or "", "") if self.api_keys_env else ""
-        return frozenset([*self.api_keys, *(k.strip() for k in env.split(",") if k.strip())])
 
-    def off_warning(self) -> str:
-        """What to log, loudly, when no key is configured."""
-        source = f" or ${self.api_keys_env}" if self.api_keys_env else ""
+class AuthConfig(_Strict):
+    """API keys (serving/auth.py resolves and checks them). Read keys run tasks and read the
+    registry; admin keys may also register and delete prompts."""
+
+    enabled: bool | None = Field(
+        None,
+        description="true: refuse to start unless a key resolves; false: no auth (logged at "
+        "WARNING). Unset: true when this section names keys or key variables, else auth is on "
+        "only if the default variables hold keys.",
+    )
+    api_keys: list[str] = Field(default_factory=list, description="Read keys (bearer tokens).")
+    api_keys_env: str | None = Field(
+        "PROMPTSERVE_API_KEYS", description="Env var with more read keys, comma-separated."
+    )
+    admin_keys: list[str] = Field(
+        default_factory=list, description="Admin keys: everything, registering prompts included."
+    )
+    admin_keys_env: str | None = Field(
+        "PROMPTSERVE_ADMIN_KEYS", description="Env var with more admin keys, comma-separated."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _asked_for_keys(cls, data: Any) -> Any:
+        """A section that names keys or key variables asks for auth: if they resolve to
+        nothing (a variable missing where the app is built) the server must not start."""
+        named = ("api_keys", "api_keys_env", "admin_keys", "admin_keys_env")
+        if isinstance(data, dict) and "enabled" not in data and any(data.get(k) for k in named):
+            return {**data, "enabled": True}
+        return data
+
+    @staticmethod
+    def _read(tokens: list[str], env_name: str | None) -> frozenset[str]:
+        env = os.environ.get(env_name, "") if env_name else ""
+        return frozenset([*tokens, *(k.strip() for k in env.split(",") if k.strip())])
+
+    def read_keys(self) -> frozenset[str]:
+        """Read keys, from this process's environment: call it where the app is built
+        (serving/app.py), whose environment the user controls; replicas a cluster starts may
+        never see it, so the keys travel with the app instead."""
+        return self._read(self.api_keys, self.api_keys_env)
+
+    def admin_keys_resolved(self) -> frozenset[str]:
+        """Admin keys, read as `read_keys` are."""
+        return self._read(self.admin_keys, self.admin_keys_env)
+
+    def sources(self) -> str:
+        """Where keys come from, for messages."""
+        names = ["auth.api_keys", "auth.admin_keys"]
+        names += [f"${v}" for v in (self.api_keys_env, self.admin_keys_env) if v]
+        return ", ".join(names)
+
+    def off_warning(self, reason: str) -> str:
+        """What to log, loudly, when auth is off."""
         return (
-            f"API authentication is OFF: no keys in auth.api_keys{source}; anyone who reaches "
-            "the server can classify and register or delete prompts"
+            f"API authentication is OFF ({reason}; keys come from {self.sources()}): anyone "
+            "who reaches the server can run tasks and register or delete prompts"
         )
 
 
@@ -179,6 +226,7 @@ class AppConfig(_Strict):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @model_validator(mode="after")
     def _tensorrt_profile_covers_batches(self) -> AppConfig:

@@ -10,18 +10,24 @@ import time
 
 from promptserve.serving.config import AppConfig
 
+log = logging.getLogger("promptserve")
+
 
 def start(config: AppConfig, *, address: str | None = None, num_cpus: int | None = None) -> str:
-    """Start (or join) Ray, start Serve's HTTP proxy and deploy the app; returns its base URL."""
+    """Start (or join) Ray, start Serve's HTTP proxy and deploy the app; returns its base URL.
+
+    The app is built first, so a config that cannot start (keys asked for and none resolved,
+    a bad bundle) fails before any cluster does. Ray's own token auth is left as the user's
+    environment says: a local cluster's GCS and raylet listen on every interface, and their
+    token is what keeps other machines out (`check_ray_auth` says so when it is off)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is None:
-        # A fresh local cluster: Ray's token auth guards multi-user clusters, not a loopback one.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
 
     from promptserve.serving.app import build_app
 
+    app = build_app(config)
+    check_ray_auth()
     if not ray.is_initialized():
         # address="local" always starts a new cluster, never attaching to someone else's.
         ray.init(
@@ -35,14 +41,23 @@ def start(config: AppConfig, *, address: str | None = None, num_cpus: int | None
         http_options={"host": config.http.host, "port": config.http.port},
         logging_config=logging_config,
     )
-    serve.run(
-        build_app(config),
-        name=config.name,
-        route_prefix=config.route_prefix,
-        logging_config=logging_config,
-    )
+    serve.run(app, name=config.name, route_prefix=config.route_prefix, logging_config=logging_config)
     prefix = config.route_prefix.rstrip("/")
     return f"http://{config.http.host}:{config.http.port}{prefix}"
+
+
+def check_ray_auth() -> bool:
+    """Whether Ray's token auth is on; logs a WARNING when the environment turned it off.
+    promptserve never turns it off itself: Ray's ports (GCS, raylet, workers) listen on all
+    interfaces, and without the token anyone who reaches them can run code on the cluster."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        log.warning(
+            "Ray token authentication is OFF (RAY_AUTH_MODE=disabled in this environment): "
+            "Ray's own ports listen on all interfaces and accept any client that reaches them; "
+            "unset RAY_AUTH_MODE unless this machine is firewalled"
+        )
+        return False
+    return True
 
 
 def stop(app_name: str | None = None) -> None:

@@ -150,7 +150,7 @@ def server(ray_cluster, tiny_bundle, tmp_path_factory) -> dict:
     secure = serve_config(
         tiny_bundle.dir,
         tmp_path_factory.mktemp("store-secure"),
-        auth={"api_keys": [API_KEY], "api_keys_env": None},
+        auth={"admin_keys": [API_KEY], "api_keys_env": None, "admin_keys_env": None},
         topology="fused",
     )
     serve.run(build_app(secure), name="secure", route_prefix="/secure", blocking=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,14 +29,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from promptserve._version import __version__
 from promptserve.models.bundle import Bundle
 from promptserve.serving.app import EncoderLink, connect_encoder
+from promptserve.serving.auth import ApiKeys, Right
 from promptserve.serving.config import AppConfig, LimitsConfig
-from promptserve.serving.errors import (
-    AuthenticationError,
-    InvalidInput,
-    Overloaded,
-    PermissionDenied,
-    ServeError,
-)
+from promptserve.serving.errors import InvalidInput, Overloaded, ServeError
 from promptserve.serving.metrics import metrics
 from promptserve.serving.preload import preload
 from promptserve.serving.store import (
@@ -44,7 +39,6 @@ from promptserve.serving.store import (
     PromptStore,
     check_backbone,
     check_prompt_id,
-    is_prompt_id,
 )
 from promptserve.types import (
     ErrorBody,
@@ -55,6 +49,8 @@ from promptserve.types import (
 )
 
 log = logging.getLogger("promptserve.gateway")
+# The metric tags of the request being observed (`observe` sets a fresh dict per request).
+_TAGS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("promptserve_tags")
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
 
@@ -151,7 +147,7 @@ def mount(api: FastAPI, cls: type) -> None:
 class Gateway:
     """What every family's gateway does before and after its task routes."""
 
-    def __init__(self, config: AppConfig, encoder: Any | None, keys: frozenset[str]) -> None:
+    def __init__(self, config: AppConfig, encoder: Any | None, keys: ApiKeys) -> None:
         """`encoder` is the encoder deployment's handle, or None for `topology: fused`, where
         this replica runs the encoder itself (serving/app.py wires both). `keys` are the API
         keys, resolved where the app was built and sent with it, never read from this
@@ -161,9 +157,10 @@ class Gateway:
         self.encoder: EncoderLink = connect_encoder(config, self.bundle, encoder)
         self.store = PromptStore(config.prompts.store)
         self._keys = keys
-        if not keys:
-            log.warning(config.auth.off_warning())
+        if not keys.enabled:
+            log.warning(config.auth.off_warning(reason="no keys were sent with the app"))
         self._inflight_images = 0
+        self._labelled: set[str] = set()
         self._infos: dict[str, tuple[float, PromptInfo]] = {}
         self.ready = asyncio.Event()
         self.preload_error: str | None = None
@@ -182,22 +179,14 @@ class Gateway:
         raise NotImplementedError
 
     # -- plumbing ----------------------------------------------------------------------------
-    def authorize(self, request: Request) -> None:
-        if not self._keys:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`")
-        given = token.encode()  # constant-time comparison with every key
-        if not any(hmac.compare_digest(given, key.encode()) for key in self._keys):
-            raise PermissionDenied("API key not accepted")
+    def authorize(self, request: Request, right: Right = "read") -> None:
+        """401/403 unless the request carries a key with `right` (serving/auth.py)."""
+        self._keys.check(request.headers.get("authorization"), right)
 
-    async def observe(
-        self, route: str, fn: Callable[[], Awaitable[T]], tags: dict[str, str] | None = None
-    ) -> T:
-        """Run a route body, mapping failures to ServeErrors and recording metrics. `tags` may
-        be filled in by `fn` (e.g. the prompt_id once the body is parsed)."""
-        tags = tags if tags is not None else {}
+    async def observe(self, route: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run a route body, mapping failures to ServeErrors and recording metrics, tagged with
+        the route template, the status and (`prompt`, once resolved) the prompt id."""
+        tags = _TAGS.set({})
         started, status = time.perf_counter(), 200
         try:
             return await fn()
@@ -219,12 +208,24 @@ class Gateway:
             log.exception("unhandled error on %s", route)
             raise ServeError(f"internal error: {type(exc).__name__}; see the server log") from None
         finally:
+            prompt_id = _TAGS.get().get("prompt_id", "")
+            _TAGS.reset(tags)
             m = metrics()
-            # only well-formed ids label a series: a client's raw input never reaches the tags
-            prompt_id = tags.get("prompt_id", "")
-            prompt_id = prompt_id if is_prompt_id(prompt_id) else ""
             m.requests.inc(tags={"route": route, "prompt_id": prompt_id, "status": str(status)})
             m.latency.observe(time.perf_counter() - started, tags={"route": route})
+
+    def _label(self, prompt_id: str) -> None:
+        """Tag this request's metrics with `prompt_id`, a registered prompt an authorised
+        request resolved (never a client's raw input: label values are series, and Ray caps
+        them). At most `metrics.prompt_id_labels` distinct ids per replica, later ones `_other`;
+        0 turns the label's values off."""
+        cap = self.config.metrics.prompt_id_labels
+        if prompt_id not in self._labelled:
+            if len(self._labelled) >= cap:
+                prompt_id = "_other" if cap else ""
+            else:
+                self._labelled.add(prompt_id)
+        _TAGS.get()["prompt_id"] = prompt_id
 
     async def task_route(
         self,
@@ -234,16 +235,14 @@ class Gateway:
         handle: Callable[[R, list[bytes]], Awaitable[JSONResponse]],
     ) -> JSONResponse:
         """A task route's frame: authorize, parse within the limits, then `handle`, observed
-        under `route` (tagged with the request's prompt_id once parsed)."""
-        tags: dict[str, str] = {}
+        under `route`."""
 
         async def run() -> JSONResponse:
             self.authorize(request)
             req, blobs = await parse(request, self.config.limits)
-            tags["prompt_id"] = getattr(req, "prompt_id", None) or ""
             return await handle(req, blobs)
 
-        return await self.observe(route, run, tags)
+        return await self.observe(route, run)
 
     async def prompt(self, prompt_id: str, task: str) -> tuple[PromptInfo, PromptRef]:
         """A registered prompt a request names, checked once, here: it exists, it was built for
@@ -251,6 +250,7 @@ class Gateway:
         info = await self._prompt_info(check_prompt_id(prompt_id))
         check_backbone(self.bundle.backbone_id, info.backbone)
         self.check_capability(task, info)
+        self._label(info.prompt_id)
         return info, PromptRef(prompt_id=info.prompt_id, content_id=info.content_id)
 
     def check_capability(self, task: str, info: PromptInfo) -> None:

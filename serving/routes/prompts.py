@@ -72,20 +72,20 @@ class PromptRoutes(Gateway):
             self.authorize(request)
             return await asyncio.to_thread(self.store.info, check_prompt_id(prompt_id))
 
-        return await self.observe("prompts.get", run, {"prompt_id": prompt_id})
+        return await self.observe("prompts.get", run)
 
     async def delete_prompt(self, prompt_id: str, request: Request) -> Response:
         async def run() -> Response:
-            self.authorize(request)
+            self.authorize(request, "admin")
             await asyncio.to_thread(self.store.delete, check_prompt_id(prompt_id))
             self.forget(prompt_id)
             return Response(status_code=204)
 
-        return await self.observe("prompts.delete", run, {"prompt_id": prompt_id})
+        return await self.observe("prompts.delete", run)
 
     async def register_prompt(self, request: Request) -> JSONResponse:
         async def run() -> JSONResponse:
-            self.authorize(request)
+            self.authorize(request, "admin")
             body = await read_body(request, self.config.limits)
             try:
                 req = RegisterPromptRequest.model_validate_json(body)

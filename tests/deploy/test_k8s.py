@@ -21,6 +21,7 @@ from promptserve.deploy.k8s import (
     cluster_app_config,
     dump,
     render,
+    render_rayservice,
 )
 from promptserve.serving.config import AppConfig, load_config
 
@@ -181,9 +182,31 @@ def test_local_and_cluster_configs_agree():
         yaml.safe_load(dump(_rendered("cpu-dev")).split("\n", 1)[1])["spec"]["serveConfigV2"]
     )["applications"][0]["args"]
     differ = {k for k in local if local[k] != app[k]}
-    assert differ - {"http"} == {"bundle", "prompts", "encoder"}  # http: already 0.0.0.0:8000 here
+    assert differ - {"http"} == {"bundle", "prompts", "encoder", "auth"}  # http: 0.0.0.0:8000 here
     assert {k for k in local["encoder"] if local["encoder"][k] != app["encoder"][k]} == {
         "autoscaling"
+    }
+    # the dev cluster has no key Secret, so it says it serves without keys
+    assert local["auth"]["enabled"] is True and app["auth"] == {**local["auth"], "enabled": False}
+
+
+def test_a_cluster_without_keys_for_an_app_that_asks_for_them_does_not_render():
+    """`auth.enabled: true` with no Secret and no inline keys would refuse to start on the
+    cluster: the render says so instead."""
+    raw = yaml.safe_load((ROOT / "examples" / "config.yaml").read_text())
+    cluster = ClusterConfig(api_keys_secret=None)
+    with pytest.raises(RenderError, match="api_keys_secret"):
+        render_rayservice(raw, cluster, config_dir=ROOT / "examples", data_root=ROOT)
+    with_secret = render_rayservice(
+        raw, ClusterConfig(), config_dir=ROOT / "examples", data_root=ROOT
+    )
+    env = with_secret["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+    assert refs["PROMPTSERVE_API_KEYS"]["key"] == "api-keys"
+    assert refs["PROMPTSERVE_ADMIN_KEYS"] == {
+        "name": "promptserve-api-keys", "key": "admin-keys", "optional": True
     }
 
 

@@ -94,8 +94,8 @@ def test_api_keys_from_config_and_env(monkeypatch):
     from promptserve.serving.config import AuthConfig
 
     monkeypatch.setenv("MY_KEYS", " k2, k3 ,")
-    assert AuthConfig(api_keys=["k1"], api_keys_env="MY_KEYS").keys() == {"k1", "k2", "k3"}
-    assert AuthConfig(api_keys_env=None).keys() == frozenset()
+    assert AuthConfig(api_keys=["k1"], api_keys_env="MY_KEYS").read_keys() == {"k1", "k2", "k3"}
+    assert AuthConfig(api_keys_env=None).read_keys() == frozenset()
 
 
 def test_serve_config_import_path_builds_both_topologies(tiny_bundle, tmp_path):

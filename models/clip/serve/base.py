@@ -8,6 +8,7 @@ from typing import Any
 from promptserve.models.clip.bundle import clip_config
 from promptserve.models.clip.capabilities import CapabilityError, check_prompt, require_graph
 from promptserve.models.clip.templates import resolve_templates
+from promptserve.serving.auth import ApiKeys
 from promptserve.serving.deployments.gateway import Gateway
 from promptserve.serving.errors import InvalidInput
 from promptserve.types import ImageGeometry, ModelInfo, PromptInfo
@@ -16,7 +17,7 @@ BATCH_HEADER = "x-promptserve-batch-images"
 
 
 class ClipGateway(Gateway):
-    def __init__(self, config: Any, encoder: Any | None, keys: frozenset[str]) -> None:
+    def __init__(self, config: Any, encoder: Any | None, keys: ApiKeys) -> None:
         super().__init__(config, encoder, keys)
         self.clip = clip_config(self.bundle)
         # segmentation pads windows past an image's edge with the mean colour (0 once normalised)
