@@ -97,11 +97,13 @@ def _classify_plan(
 
 
 def _anomaly_plan(
-    images: Images, prompt_id: str | None, object_name: str | None
+    images: Images, prompt_id: str | None, object_name: str | None, max_map_side: int | None
 ) -> tuple[list[ImageInput], AnomalyRequest]:
     items = _image_list(images)
     try:
-        template = AnomalyRequest(images=[], prompt_id=prompt_id, object_name=object_name)
+        template = AnomalyRequest(
+            images=[], prompt_id=prompt_id, object_name=object_name, max_map_side=max_map_side
+        )
     except ValidationError as exc:
         raise _invalid(exc) from exc
     return items, template
@@ -408,6 +410,7 @@ class Client(BaseClient):
         *,
         prompt_id: str | None = None,
         object_name: str | None = None,
+        max_map_side: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: bool | None = None,
@@ -419,6 +422,9 @@ class Client(BaseClient):
         (`results[i].anomaly_map()`); `promptserve.overlay` draws it over the image.
 
         Args:
+            max_map_side: Return each map with its longer side at most this many pixels
+                (aspect kept) instead of at the image's size; the server bounds the map
+                pixels of one response (`limits.max_output_pixels`), so large photos need it.
             chunk_size: Images per request; longer lists are split as in `classify`.
             concurrency: Chunk requests in flight at once (worker threads), as in `classify`.
             progress: Show a tqdm bar named "anomaly"; by default only above
@@ -438,7 +444,7 @@ class Client(BaseClient):
             >>> out.results[0].score, out.results[0].anomaly_map().shape
             (0.93, (900, 900))
         """
-        items, template = _anomaly_plan(images, prompt_id, object_name)
+        items, template = _anomaly_plan(images, prompt_id, object_name, max_map_side)
         call = _chunked(
             "anomaly", AnomalyResponse, _merge_indexed, items, template, chunk_size=chunk_size,
             concurrency=concurrency, info=self._model_info,
@@ -660,6 +666,7 @@ class AsyncClient(BaseClient):
         *,
         prompt_id: str | None = None,
         object_name: str | None = None,
+        max_map_side: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: bool | None = None,
@@ -667,7 +674,7 @@ class AsyncClient(BaseClient):
     ) -> AnomalyResponse:
         """`Client.detect_anomalies`, awaitable; chunks run as tasks, at most `concurrency` at
         once."""
-        items, template = _anomaly_plan(images, prompt_id, object_name)
+        items, template = _anomaly_plan(images, prompt_id, object_name, max_map_side)
         call = _chunked(
             "anomaly", AnomalyResponse, _merge_indexed, items, template, chunk_size=chunk_size,
             concurrency=concurrency, info=self._model_info,

@@ -126,7 +126,25 @@ class LimitsConfig(_Strict):
     max_text_chars: int = Field(
         300, ge=1, description="Longest label or template, in characters (CLIP reads 77 tokens)."
     )
+    max_text_sequences: int = Field(
+        100_000,
+        ge=1,
+        description="Texts one request's free vocabulary encodes (labels x templates); they "
+        "are encoded a chunk at a time, so this bounds time, not memory.",
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Decompression-bomb guard.")
+    max_output_pixels: int = Field(
+        32_000_000,
+        ge=1,
+        description="Map pixels one /v1/anomaly response carries (float16 each); ask for "
+        "smaller maps with the request's max_map_side.",
+    )
+    max_segment_windows: int = Field(
+        512,
+        ge=1,
+        description="Sliding windows one /v1/segment request runs through the vision graph "
+        "(images x windows per image, set by short_side and stride).",
+    )
     max_segment_pixels: int = Field(
         16_000_000,
         ge=1,

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
+from starlette.types import Message
 
 from promptserve.serving.config import LimitsConfig
 from promptserve.serving.errors import InvalidInput, PayloadTooLarge
@@ -40,6 +41,24 @@ async def read_body(request: Request, limits: LimitsConfig) -> bytes:
         if size > limits.max_body_bytes:
             raise PayloadTooLarge(_too_large(size, limits))
     return b"".join(chunks)
+
+
+def _bounded(request: Request, limits: LimitsConfig) -> Request:
+    """The same request, whose body raises PayloadTooLarge once more than
+    `limits.max_body_bytes` have arrived: Starlette's form parser bounds each part, not the
+    body, and a chunked upload declares no length to refuse up front."""
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limits.max_body_bytes:
+                raise PayloadTooLarge(_too_large(received, limits))
+        return message
+
+    return Request(request.scope, receive)
 
 
 def _too_large(size: int, limits: LimitsConfig) -> str:
@@ -101,6 +120,7 @@ async def _parse_multipart(
     list_fields: tuple[str, ...],
 ) -> tuple[M, list[bytes]]:
     _refuse_declared_oversize(request, limits)
+    request = _bounded(request, limits)
     try:
         form = await request.form(
             max_files=limits.max_images_per_request + 1,

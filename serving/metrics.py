@@ -64,6 +64,10 @@ def _m() -> Any:
         artifact_evictions = rm.Counter(
             "promptserve_artifact_evictions_total", description="Prompt heads evicted (LRU)."
         )
+        store_quarantined = rm.Counter(
+            "promptserve_store_quarantined_total",
+            description="Stored prompts found corrupt and quarantined (not served).",
+        )
         text_cache_hits = rm.Counter(
             "promptserve_text_cache_hits_total",
             description="Free-label features served from cache.",

@@ -7,7 +7,7 @@ engines.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -71,8 +71,17 @@ class TextTower:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Plain strings -> [N, E] unnormalised features (as CLIP's encode_text)."""
-        ids = self.tokenizer(list(texts))
-        return self.encode(self.embed_tokens(ids), ids.argmax(axis=-1))
+        return np.concatenate(list(self.encode_text_chunks(texts)), axis=0)
+
+    def encode_text_chunks(self, texts: Sequence[str]) -> Iterator[np.ndarray]:
+        """`encode_texts` a chunk of `chunk_size` strings at a time: tokens and their
+        embeddings ([chunk, 77, width] float32) exist for one chunk only, so a request's
+        vocabulary (labels x templates, up to `limits.max_text_sequences`) costs memory in
+        proportion to the chunk, not to the vocabulary."""
+        texts = list(texts)
+        for i in range(0, len(texts), self.chunk_size):
+            ids = self.tokenizer(texts[i : i + self.chunk_size])
+            yield self.encode(self.embed_tokens(ids), ids.argmax(axis=-1))
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -85,10 +94,17 @@ def text_ensemble(tower: TextTower, texts_per_class: Sequence[Sequence[str]]) ->
     counts = np.array([len(texts) for texts in texts_per_class])
     if counts.min(initial=1) < 1:
         raise ValueError("every class needs at least one text")
-    feats = l2_normalize(tower.encode_texts([t for texts in texts_per_class for t in texts]))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    means = np.add.reduceat(feats, starts, axis=0) / counts[:, None]
-    return l2_normalize(means).astype(np.float32)
+    owner = np.repeat(np.arange(len(counts)), counts)  # the class of each text
+    sums: np.ndarray | None = None
+    done = 0
+    # summed chunk by chunk: never the [texts, E] features of a whole vocabulary at once
+    for feats in tower.encode_text_chunks([t for texts in texts_per_class for t in texts]):
+        if sums is None:
+            sums = np.zeros((len(counts), feats.shape[1]), np.float64)
+        np.add.at(sums, owner[done : done + len(feats)], l2_normalize(feats))
+        done += len(feats)
+    assert sums is not None
+    return l2_normalize(sums / counts[:, None]).astype(np.float32)
 
 
 def template_ensemble(

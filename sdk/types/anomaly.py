@@ -9,6 +9,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from promptserve.types.fields import Integer
+
 MAX_OBJECT_NAME_CHARS = 64  # WinCLIP's longest template leaves room for this in 77 tokens
 
 
@@ -28,6 +30,13 @@ class AnomalyRequest(BaseModel):
         min_length=1,
         max_length=MAX_OBJECT_NAME_CHARS,
         description="What the images show, e.g. 'bottle': scored zero-shot by WinCLIP.",
+    )
+    max_map_side: Integer | None = Field(
+        None,
+        ge=16,
+        le=16384,
+        description="Return each map with its longer side at most this (aspect kept); default: "
+        "the image's original size. The server bounds the map pixels of one response.",
     )
 
     @model_validator(mode="after")
@@ -69,7 +78,8 @@ class ImageAnomaly(BaseModel):
     index: int = Field(description="Position of the image in the request.")
     score: float = Field(description="Image-level anomaly score in [0, 1].")
     map: EncodedArray = Field(
-        description="Pixel anomaly map [height, width] at the image's original size, in [0, 1]."
+        description="Pixel anomaly map [height, width] in [0, 1], at the image's original size "
+        "(or scaled down to the request's max_map_side)."
     )
 
     def anomaly_map(self) -> np.ndarray:

@@ -130,3 +130,72 @@ def test_label_and_template_size_is_bounded(http):
         assert _refused(http, http.post(route, json=many))["param"] == "templates"
         long = {"images": [B64], "labels": ["cat"], "templates": ["a " * 400 + "{}"]}
         assert _refused(http, http.post(route, json=long))["param"] == "templates"
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 30)).save(buf, format="PNG")
+    return buf.getvalue()  # a flat colour: a few kB on the wire, width x height decoded
+
+
+def test_anomaly_maps_are_bounded_in_pixels(http):
+    """A 36 MP photo's map at the original size is 72 MB of float16 (+ base64): over the
+    response bound unless the client asks for smaller maps, which then come back at most
+    `max_map_side` on the longer side."""
+    big = base64.b64encode(_png(6000, 6000)).decode()
+    body = {"images": [big], "object_name": "bottle"}
+    assert _refused(http, http.post("/v1/anomaly", json=body))["param"] == "max_map_side"
+    small = http.post("/v1/anomaly", json={**body, "max_map_side": 300})
+    assert small.status_code == 200, small.text[:300]
+    assert small.json()["results"][0]["map"]["shape"] == [300, 300]
+    wide = {"images": [base64.b64encode(_png(400, 100)).decode()], "object_name": "bottle"}
+    shaped = http.post("/v1/anomaly", json={**wide, "max_map_side": 200}).json()
+    assert shaped["results"][0]["map"]["shape"] == [50, 200]  # aspect kept
+    plain = http.post("/v1/anomaly", json=wide).json()
+    assert plain["results"][0]["map"]["shape"] == [100, 400]  # default: the original size
+    resp = http.post(
+        "/v1/anomaly", files=[("images", ("a.png", _png(400, 100), "image/png"))],
+        data={"object_name": "bottle", "max_map_side": "40"},
+    )  # fmt: skip
+    assert resp.json()["results"][0]["map"]["shape"] == [10, 40]
+
+
+def test_segmentation_windows_are_bounded(http):
+    """`stride: 1, short_side: 2048` asked for 467 GiB; it is refused before decoding, and a
+    request whose exact window count is over the limit before any window is cut."""
+    body = {"images": [B64], "labels": ["cat", "dog"], "method": "sclip"}
+    for extra in ({"stride": 1, "short_side": 2048}, {"stride": 8, "short_side": 448}):
+        error = _refused(http, http.post("/v1/segment", json={**body, **extra}))
+        assert error["param"] == "stride" and "windows" in error["message"]
+    ok = http.post("/v1/segment", json={**body, "stride": 16, "short_side": 448})
+    assert ok.status_code == 200, ok.text[:300]
+
+
+def test_chunked_multipart_is_held_to_the_body_limit(http):
+    """Each part was bounded, the body was not: a chunked upload (no Content-Length) of two
+    parts under the part limit but over the body limit (4 MiB in the test config) was read
+    whole."""
+    part = b"\xff" * (3 << 20)
+    boundary = "b0undary"
+
+    def chunks():
+        for i in range(2):
+            yield (
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; "
+                f"filename=\"{i}.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            for j in range(0, len(part), 1 << 16):
+                yield part[j : j + (1 << 16)]
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    resp = http.post(
+        "/v1/classify", content=chunks(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )  # fmt: skip
+    assert "content-length" not in resp.request.headers
+    assert "limit" in _refused(http, resp, 413)["message"]

@@ -127,7 +127,8 @@ def test_store_load_checks_the_artifact_as_well_as_the_features(tmp_path):
     store = PromptStore(str(tmp_path))
     a = build_templates(["cat", "dog", "cow"], backbone_id="b")
     store.put("pets", a, np.eye(3, 4, dtype=np.float32))
-    path = tmp_path / "pets" / "manifest.json"
+    version = json.loads((tmp_path / "pets" / "registration.json").read_text())["version"]
+    path = tmp_path / "pets" / version / "manifest.json"  # the files of the registration served
     manifest = json.loads(path.read_text())
     manifest["classnames"].reverse()
     path.write_text(json.dumps(manifest))
@@ -160,7 +161,10 @@ def test_a_corrupt_entry_is_quarantined_and_the_list_still_answers(tmp_path):
     store = PromptStore(str(tmp_path))
     for name in ("good", "bad", "worse"):
         store.put(name, build_templates([name, "x"], backbone_id="b"), np.ones((2, 4), np.float32))
-    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    import json
+
+    version = json.loads((tmp_path / "bad" / "registration.json").read_text())["version"]
+    (tmp_path / "bad" / version / "manifest.json").write_text("{not json")
     (tmp_path / "worse" / "registration.json").write_text("[]")
     assert [p.prompt_id for p in store.list()] == ["good"]
     for name in ("bad", "worse"):

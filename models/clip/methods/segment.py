@@ -51,11 +51,16 @@ def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
+def window_grid(length: int, crop: int, stride: int) -> int:
+    """Windows along one side of `length` pixels (SCLIP's `forward_slide` grid)."""
+    return max(length - crop + stride - 1, 0) // stride + 1
+
+
 def window_boxes(
     height: int, width: int, crop: int, stride: int
 ) -> list[tuple[int, int, int, int]]:
     """(y1, y2, x1, x2) of every window, in SCLIP's `forward_slide` order and placement."""
-    grids = [max(n - crop + stride - 1, 0) // stride + 1 for n in (height, width)]
+    grids = [window_grid(n, crop, stride) for n in (height, width)]
     boxes = []
     for hi in range(grids[0]):
         for wi in range(grids[1]):

@@ -9,6 +9,7 @@ from promptserve.models.clip.bundle import clip_config
 from promptserve.models.clip.capabilities import CapabilityError, check_prompt, require_graph
 from promptserve.models.clip.templates import resolve_templates
 from promptserve.serving.auth import ApiKeys
+from promptserve.serving.config import LimitsConfig
 from promptserve.serving.deployments.gateway import Gateway
 from promptserve.serving.errors import InvalidInput
 from promptserve.types import ImageGeometry, ModelInfo, PromptInfo
@@ -58,12 +59,24 @@ class ClipGateway(Gateway):
         )
 
 
-def templates(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """A request's template preset or list, or a 400 saying what is wrong with it."""
+def templates(
+    value: str | list[str] | tuple[str, ...] | None, names: int, limits: LimitsConfig
+) -> tuple[str, ...]:
+    """A request's template preset or list for `names` free labels, or a 400 saying what is
+    wrong with it; names x templates texts are encoded per request, within
+    `limits.max_text_sequences`."""
     try:
-        return resolve_templates(value)
+        resolved = resolve_templates(value)
     except ValueError as exc:
         raise InvalidInput(str(exc), param="templates") from None
+    if names * len(resolved) > limits.max_text_sequences:
+        raise InvalidInput(
+            f"{names} labels x {len(resolved)} templates = {names * len(resolved)} texts to "
+            f"encode, above the limit of {limits.max_text_sequences}; use fewer templates (or "
+            "a smaller preset), or register a prompt artifact for a large vocabulary",
+            param="templates",
+        )
+    return resolved
 
 
 def batch_header(sizes: list[int]) -> dict[str, str]:

@@ -45,7 +45,7 @@ class ClassifyCall:
 @dataclass(frozen=True)
 class AnomalyCall:
     crops: np.ndarray  # uint8 [n, S, S, 3] at its dense graph's size, aspect not kept
-    sizes: tuple[tuple[int, int], ...]  # each image's original (height, width)
+    sizes: tuple[tuple[int, int], ...]  # each map's (height, width): original, or max_map_side
     head: PromptRef | ObjectName
 
 

@@ -50,7 +50,9 @@ class ClassifyRoutes(ClipGateway):
                 labels = info.classnames or []
             else:
                 labels = list(req.labels or ())
-                head = Labels(tuple(labels), templates(req.templates))
+                head = Labels(
+                    tuple(labels), templates(req.templates, len(labels), self.config.limits)
+                )
             crops = await asyncio.to_thread(
                 decode_crops, blobs, self.clip.preprocess, self.config.limits
             )

@@ -17,7 +17,9 @@ async def parse_anomaly(
     request: Request, limits: LimitsConfig
 ) -> tuple[AnomalyRequest, list[bytes]]:
     """JSON (`AnomalyRequest`, base64 images) or multipart (`images` files + `prompt_id`)."""
-    return await parse_images(request, limits, AnomalyRequest, ("prompt_id", "object_name"), ())
+    return await parse_images(
+        request, limits, AnomalyRequest, ("prompt_id", "object_name", "max_map_side"), ()
+    )
 
 
 async def parse_segment(

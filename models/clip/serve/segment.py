@@ -10,7 +10,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from promptserve.models.clip.bundle import SegmentGraphSpec
-from promptserve.models.clip.methods.segment import DEFAULTS, cut_windows, window_boxes
+from promptserve.models.clip.methods.segment import (
+    DEFAULTS,
+    MAX_LONG_SIDE,
+    cut_windows,
+    window_boxes,
+    window_grid,
+)
 from promptserve.models.clip.serve.base import BATCH_HEADER, ClipGateway, templates
 from promptserve.models.clip.serve.calls import SegmentCall, Vocabulary
 from promptserve.models.clip.serve.inputs import decode_for_segment, parse_segment
@@ -64,6 +70,10 @@ class SegmentRoutes(ClipGateway):
                 f"stride {stride} leaves gaps between {spec.image_size}-pixel windows",
                 param="stride",
             )
+        # each image's resized long side is at least min(short_side, 2048): a lower bound on its
+        # windows refuses a stride-1 request before any image is decoded
+        fewest = window_grid(min(short_side, MAX_LONG_SIDE), spec.image_size, stride) * len(blobs)
+        _check_windows(fewest, self.config.limits, at_least=True)
         options = {
             "method": method,
             "logit_scale": req.logit_scale or defaults.logit_scale,
@@ -107,7 +117,20 @@ class SegmentRoutes(ClipGateway):
             (g.strip(),) if isinstance(g, str) else tuple(n.strip() for n in g)
             for g in req.labels or ()
         )
-        return Vocabulary(groups, templates(preset)), [g[0] for g in groups]
+        names = sum(map(len, groups))
+        return Vocabulary(groups, templates(preset, names, self.config.limits)), [
+            g[0] for g in groups
+        ]
+
+
+def _check_windows(count: int, limits: LimitsConfig, *, at_least: bool) -> None:
+    if count > limits.max_segment_windows:
+        raise InvalidInput(
+            f"{'at least ' if at_least else ''}{count} sliding windows in this request, above "
+            f"the limit of {limits.max_segment_windows}: raise `stride`, lower `short_side`, or "
+            "send fewer images per request",
+            param="stride",
+        )
 
 
 def _segment_calls(
@@ -119,11 +142,14 @@ def _segment_calls(
     options: dict[str, Any],
     fill: tuple[int, ...],
 ) -> list[SegmentCall]:
-    """Per image: resized, cut into the graph's windows (SCLIP's placement)."""
-    calls = []
+    """Per image: resized, cut into the graph's windows (SCLIP's placement); the windows of
+    the whole request are counted before any is cut."""
+    calls, total = [], 0
     for i, blob in enumerate(blobs):
         image, original = decode_for_segment(blob, i, short_side, limits)
         boxes = window_boxes(image.shape[0], image.shape[1], spec.image_size, stride)
+        total += len(boxes)
+        _check_windows(total, limits, at_least=False)
         windows = cut_windows(image, boxes, spec.image_size, fill)
         calls.append(
             SegmentCall(
