@@ -9,11 +9,11 @@ same token ids as ``open_clip.tokenize`` (parity is covered by ``tests/unit/test
 from __future__ import annotations
 
 import gzip
+import heapq
 import html
 import os
 from collections.abc import Sequence
 from functools import lru_cache
-from itertools import pairwise
 
 import ftfy
 import numpy as np
@@ -70,29 +70,89 @@ class ClipTokenizer:
         self.context_length: int = context_length
 
     def _bpe_uncached(self, token: str) -> tuple[str, ...]:
-        """Apply BPE merges to one pre-tokenized, byte-encoded word."""
+        """Apply BPE merges to one pre-tokenized, byte-encoded word in O(n log n).
+
+        Reference semantics (open_clip ``SimpleTokenizer.bpe``): repeatedly take the lowest-ranked
+        adjacent pair and merge all its occurrences left to right, non-overlapping (``('a', 'a')``
+        on ``a a a`` gives ``aa a``). Re-scanning the word per merge is quadratic in its length,
+        and the pre-tokenizer makes any run of letters a single word, so this instead keeps the
+        symbols in a doubly linked list (``prev``/``nxt`` index arrays; a merge keeps the left
+        node, so node ids stay in word order) and a heap of ``(rank, left node)`` candidates,
+        validated lazily on pop. Why the result is identical:
+
+        * ranks are distinct per pair, and a merge never re-creates a pair of the rank being
+          merged (``first + second`` differs from both ``first`` and ``second``), so the valid
+          rank-``r`` entries are exactly the occurrences present when rank ``r`` reaches the
+          top, popped in ascending position, i.e. left to right;
+        * an occurrence whose left node was swallowed by the previous merge (overlap, as in
+          ``a a a``) fails validation and is skipped, exactly like the reference scan; merges
+          elsewhere leave an occurrence's two nodes untouched, so it stays valid;
+        * pairs created while merging rank ``r`` that rank below ``r`` (not expected in a table
+          learned in order, but the reference allows them) are held back until every rank-``r``
+          occurrence is merged, so each rank is merged as one whole round, and every round
+          starts at the minimum rank over all pairs present, as in the reference.
+
+        Each merge pushes at most two pairs, so heap operations and rank lookups are linear in
+        the word's length, up to the heap's log factor.
+        """
         if token in _SPECIAL_TOKENS:
             return (token,)
-        word = [*token[:-1], token[-1] + "</w>"]
-        while len(word) > 1:
-            bigram = min(
-                pairwise(word),
-                key=lambda pair: self._ranks.get(pair, float("inf")),
-            )
-            if bigram not in self._ranks:
+        symbols = [*token[:-1], token[-1] + "</w>"]
+        n = len(symbols)
+        if n == 1:
+            return (symbols[0],)
+        ranks_get = self._ranks.get
+        prev = list(range(-1, n - 1))
+        nxt = [*range(1, n), -1]
+        heap: list[tuple[int, int]] = []
+        for i in range(n - 1):
+            rank = ranks_get((symbols[i], symbols[i + 1]))
+            if rank is not None:
+                heap.append((rank, i))
+        heapq.heapify(heap)
+        held_back: list[tuple[int, int]] = []
+        current = -1  # rank of the round being merged
+        while True:
+            if held_back and (not heap or heap[0][0] != current):
+                for entry in held_back:
+                    heapq.heappush(heap, entry)
+                held_back.clear()
+            if not heap:
                 break
-            first, second = bigram
-            merged: list[str] = []
-            i = 0
-            while i < len(word):
-                if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
+            rank, left = heapq.heappop(heap)
+            right = nxt[left]
+            # Stale: the left node was merged away (its symbol is cleared), it is now last, or
+            # the pair at this position changed since the entry was pushed.
+            if (
+                right == -1
+                or not symbols[left]
+                or ranks_get((symbols[left], symbols[right])) != rank
+            ):
+                continue
+            current = rank
+            symbols[left] += symbols[right]
+            symbols[right] = ""
+            after = nxt[right]
+            nxt[left] = after
+            if after != -1:
+                prev[after] = left
+            before = prev[left]
+            for pos in (before, left):
+                if pos == -1 or nxt[pos] == -1:
+                    continue
+                new_rank = ranks_get((symbols[pos], symbols[nxt[pos]]))
+                if new_rank is None:
+                    continue
+                if new_rank < current:
+                    held_back.append((new_rank, pos))
                 else:
-                    merged.append(word[i])
-                    i += 1
-            word = merged
-        return tuple(word)
+                    heapq.heappush(heap, (new_rank, pos))
+        out: list[str] = []
+        node = 0
+        while node != -1:
+            out.append(symbols[node])
+            node = nxt[node]
+        return tuple(out)
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of ``text`` without start/end-of-text tokens."""
