@@ -18,6 +18,7 @@ from ray.serve import Application
 from promptserve.models.bundle import Bundle
 from promptserve.serving.auth import resolve_keys
 from promptserve.serving.config import AppConfig
+from promptserve.serving.errors import ServeError
 
 log = logging.getLogger("promptserve")
 
@@ -59,10 +60,15 @@ class EncoderLink:
         self._handle, self._local = handle, local
 
     async def call(self, method: str, *args: Any) -> Any:
+        """The encoder method's result; a refusal it returned (`Encoder.sheds`) is raised."""
         if self._handle is not None:
-            return await getattr(self._handle, method).remote(*args)
-        result = getattr(self._local, method)(*args)
-        return await result if asyncio.iscoroutine(result) else result
+            result = await getattr(self._handle, method).remote(*args)
+        else:
+            result = getattr(self._local, method)(*args)
+            result = await result if asyncio.iscoroutine(result) else result
+        if isinstance(result, ServeError):
+            raise result
+        return result
 
     async def check_health(self) -> None:
         """An in-process encoder's health is its gateway's; a separate encoder deployment's

@@ -53,7 +53,13 @@ class GatewayConfig(_Strict):
     num_replicas: int = Field(1, ge=1)
     autoscaling: AutoscalingConfig | None = Field(None, description="Set to autoscale replicas.")
     num_cpus: float = Field(0.5, ge=0)
-    max_ongoing_requests: int = Field(64, ge=1, description="Concurrent HTTP requests per replica.")
+    max_ongoing_requests: int = Field(
+        256,
+        ge=1,
+        description="Concurrent HTTP requests per replica. Above the encoders' admission bound, "
+        "so excess reaches a replica and is refused with the JSON 503 instead of waiting in "
+        "the proxy's queue.",
+    )
     max_queued_requests: int = Field(
         256, ge=-1, description="Waiting at the proxy before 503; -1 = unbounded."
     )
@@ -89,6 +95,13 @@ class EncoderConfig(_Strict):
     max_queued_requests: int = Field(
         512, ge=-1, description="Handle-side queue bound; beyond it, 503."
     )
+    max_queued_images: int | None = Field(
+        None,
+        ge=1,
+        description="Admission: images (or windows) one replica holds; a request beyond gets "
+        "503 + Retry-After at once instead of a late answer (serving/admission.py). Default: 4 "
+        "x max_batch_size, a few batches, which keeps the engine fed.",
+    )
     split_plain_rows: float = Field(
         0.1,
         ge=0,
@@ -96,6 +109,10 @@ class EncoderConfig(_Strict):
         "second call when the batch's longest prompt would add more than this fraction to their "
         "tokens (docs/architecture.md#deep-prompts-maple-ivlp).",
     )
+
+    def queued_images_bound(self) -> int:
+        """The admission bound `max_queued_images` names, or its default."""
+        return self.max_queued_images or 4 * self.max_batch_size
 
 
 class PromptsConfig(_Strict):
@@ -271,6 +288,9 @@ class AppConfig(_Strict):
                 return {"num_replicas": num_replicas}
             return {"autoscaling_config": auto.model_dump(exclude_none=True)}
 
+        # Serve's own 503s (a deployment's max_queued_requests reached, e.g. at the proxy) say
+        # when to retry too; their body is Serve's plain text, ours is JSON
+        shed = {"backpressure_config": {"retry_after_s": self.limits.retry_after_s}}
         encoder_actor: dict[str, Any] = {"num_cpus": enc.num_cpus, "num_gpus": enc.num_gpus}
         if enc.resources:
             encoder_actor["resources"] = dict(enc.resources)
@@ -280,6 +300,7 @@ class AppConfig(_Strict):
                     **scaling(enc.num_replicas, enc.autoscaling),
                     "max_ongoing_requests": gw.max_ongoing_requests,
                     "max_queued_requests": gw.max_queued_requests,
+                    **shed,
                     "ray_actor_options": {**encoder_actor, "num_cpus": gw.num_cpus + enc.num_cpus},
                     "user_config": batch,
                 }
@@ -289,6 +310,7 @@ class AppConfig(_Strict):
                 **scaling(enc.num_replicas, enc.autoscaling),
                 "max_ongoing_requests": enc.max_ongoing_requests,
                 "max_queued_requests": enc.max_queued_requests,
+                **shed,
                 "ray_actor_options": encoder_actor,
                 "user_config": batch,
                 "health_check_period_s": 10,
@@ -297,6 +319,7 @@ class AppConfig(_Strict):
                 **scaling(gw.num_replicas, gw.autoscaling),
                 "max_ongoing_requests": gw.max_ongoing_requests,
                 "max_queued_requests": gw.max_queued_requests,
+                **shed,
                 "ray_actor_options": {"num_cpus": gw.num_cpus},
             },
         }

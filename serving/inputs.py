@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -22,6 +24,40 @@ M = TypeVar("M", bound=BaseModel)
 # Form fields a multipart request may carry besides its files and repeated labels (Starlette's
 # default is 1000 in all): its scalar fields and a template list.
 EXTRA_FORM_FIELDS = 256
+
+
+@dataclass(frozen=True)
+class FormFields:
+    """The fields a multipart request carries besides its `images` files, read off the JSON
+    request model so the two forms cannot drift: `scalars` once each; `lists` repeated (one
+    value each) or sent once as a JSON list; a list field that also takes a string (`texts`,
+    e.g. a preset name) takes a single plain value as that string, not as a list of one."""
+
+    scalars: tuple[str, ...]
+    lists: tuple[str, ...]
+    texts: frozenset[str]
+
+
+def json_types(prop: dict[str, Any]) -> list[dict[str, Any]]:
+    """The non-null alternatives of a model property's JSON schema (an optional field is an
+    `anyOf` with null)."""
+    return [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+
+
+@functools.cache
+def form_fields(model: type[BaseModel]) -> FormFields:
+    scalars, lists, texts = [], [], set()
+    for name, prop in model.model_json_schema()["properties"].items():
+        if name == "images":
+            continue
+        types = {b.get("type") for b in json_types(prop)}
+        if "array" in types:
+            lists.append(name)
+            if "string" in types:
+                texts.add(name)
+        else:
+            scalars.append(name)
+    return FormFields(tuple(scalars), tuple(lists), frozenset(texts))
 
 
 def _refuse_declared_oversize(request: Request, limits: LimitsConfig) -> None:
@@ -69,16 +105,14 @@ def _too_large(size: int, limits: LimitsConfig) -> str:
 
 
 async def parse_images(
-    request: Request,
-    limits: LimitsConfig,
-    model: type[M],
-    scalar_fields: tuple[str, ...],
-    list_fields: tuple[str, ...],
+    request: Request, limits: LimitsConfig, model: type[M]
 ) -> tuple[M, list[bytes]]:
+    """JSON (`model`, base64 images) or multipart (`images` files and `model`'s other fields,
+    see `FormFields`), validated by `model` either way."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
-        req, blobs = await _parse_multipart(request, limits, model, scalar_fields, list_fields)
+        req, blobs = await _parse_multipart(request, limits, model)
     elif media_type == "application/json" or not content_type:
         req = _validate(await read_body(request, limits), model)
         blobs = [_b64(s, i) for i, s in enumerate(getattr(req, "images", []))]
@@ -113,11 +147,7 @@ def _b64(data: str, i: int) -> bytes:
 
 
 async def _parse_multipart(
-    request: Request,
-    limits: LimitsConfig,
-    model: type[M],
-    scalar_fields: tuple[str, ...],
-    list_fields: tuple[str, ...],
+    request: Request, limits: LimitsConfig, model: type[M]
 ) -> tuple[M, list[bytes]]:
     _refuse_declared_oversize(request, limits)
     request = _bounded(request, limits)
@@ -134,15 +164,18 @@ async def _parse_multipart(
             f"{limits.max_images_per_request} `images` files and the request's fields"
         ) from None
     blobs = [await f.read() for f in form.getlist("images") if isinstance(f, UploadFile)]
+    names = form_fields(model)
     fields: dict[str, Any] = {"images": []}
-    for key in scalar_fields:
+    for key in names.scalars:
         if key in form:
             fields[key] = _text(form[key], key)
-    for key in list_fields:
+    for key in names.lists:
         values: Any = [_text(v, key) for v in form.getlist(key)]
         if len(values) == 1 and values[0].startswith("["):
             values = _json_list(values[0], key)
-        if values:
+        elif len(values) == 1 and key in names.texts:
+            values = values[0]
+        if values != []:
             fields[key] = values
     return _validate(json.dumps(fields).encode(), model), blobs
 

@@ -52,7 +52,8 @@ def _m() -> Any:
             boundaries=BATCH_BUCKETS,
         )
         queue_length = rm.Gauge(
-            "promptserve_queue_length", description="Encoder calls waiting for or in a batch."
+            "promptserve_queue_length",
+            description="Images (or windows) admitted to an encoder replica and not yet answered.",
         )
         artifact_loads = rm.Counter(
             "promptserve_artifact_loads_total", description="Prompt heads loaded into a replica."

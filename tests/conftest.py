@@ -139,7 +139,7 @@ def serve_config(bundle: Path, store: Path, **overrides):
 @pytest.fixture(scope="session")
 def server(ray_cluster, tiny_bundle, tmp_path_factory) -> dict:
     """Three apps on one Serve instance: the default at `/`, one requiring an API key at
-    `/secure`, and one with a tiny in-flight limit at `/tight` (to provoke 503s)."""
+    `/secure`, and one whose encoder admits 2 images at a time at `/tight` (to provoke 503s)."""
     from ray import serve
 
     from promptserve.serving.app import build_app
@@ -158,8 +158,7 @@ def server(ray_cluster, tiny_bundle, tmp_path_factory) -> dict:
     tight = serve_config(
         tiny_bundle.dir,
         tmp_path_factory.mktemp("store-tight"),
-        limits={"max_inflight_images": 2},
-        encoder={"batcher": "serve"},
+        encoder={"batcher": "serve", "max_queued_images": 2},
     )
     serve.run(build_app(tight), name="tight", route_prefix="/tight", blocking=False)
     base = ray_cluster["base_url"]

@@ -4,12 +4,12 @@ compact array (float16 bytes in base64), not as JSON numbers."""
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptserve.types.fields import Integer
+from promptserve.types.fields import NotABool
 
 MAX_OBJECT_NAME_CHARS = 64  # WinCLIP's longest template leaves room for this in 77 tokens
 
@@ -31,10 +31,8 @@ class AnomalyRequest(BaseModel):
         max_length=MAX_OBJECT_NAME_CHARS,
         description="What the images show, e.g. 'bottle': scored zero-shot by WinCLIP.",
     )
-    max_map_side: Integer | None = Field(
+    max_map_side: Annotated[int, Field(ge=16, le=16384), NotABool] | None = Field(
         None,
-        ge=16,
-        le=16384,
         description="Return each map with its longer side at most this (aspect kept); default: "
         "the image's original size. The server bounds the map pixels of one response.",
     )

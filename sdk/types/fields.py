@@ -14,5 +14,11 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
-Integer = Annotated[int, BeforeValidator(_not_a_bool)]
+NotABool = BeforeValidator(_not_a_bool)
+"""Refuse booleans where an int is expected. Bounds go before it, `Annotated[int, Field(ge=1),
+NotABool]`: bounds given after it on an optional field (`Integer | None = Field(None, ge=1)`)
+are still enforced but reach the JSON schema as `ge`/`le`, keywords JSON Schema does not have,
+so the published schema (and the clients and fuzzers that read it) would not know them."""
+
+Integer = Annotated[int, NotABool]
 """An int that refuses booleans (and still accepts the digit strings multipart fields carry)."""

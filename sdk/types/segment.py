@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptserve.types.fields import Integer
+from promptserve.types.fields import NotABool
 
 SegmentMethod = Literal["maskclip", "sclip", "clearclip"]
 
@@ -36,11 +36,11 @@ class SegmentRequest(BaseModel):
     method: SegmentMethod | None = Field(
         None, description="maskclip, sclip or clearclip; default: the first the server has."
     )
-    short_side: Integer | None = Field(
-        None, ge=16, le=2048, description="Resize so the short side is this (method default)."
+    short_side: Annotated[int, Field(ge=16, le=2048), NotABool] | None = Field(
+        None, description="Resize so the short side is this (method default)."
     )
-    stride: Integer | None = Field(
-        None, ge=1, description="Sliding-window stride in pixels (default: half the window)."
+    stride: Annotated[int, Field(ge=1), NotABool] | None = Field(
+        None, description="Sliding-window stride in pixels (default: half the window)."
     )
     logit_scale: float | None = Field(
         None, gt=0, description="Softmax temperature (default: the method's)."

@@ -10,21 +10,26 @@ request larger than a batch is split where the limit is known.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.bundle import Bundle
+from promptserve.serving.admission import QueueAdmission
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
 from promptserve.serving.engines.base import create_engine
-from promptserve.serving.errors import BackendUnavailable, InvalidInput
+from promptserve.serving.errors import BackendUnavailable, InvalidInput, Overloaded
+from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore, check_backbone, check_prompt_id
 from promptserve.types import PromptInfo
 
 T = TypeVar("T")
+P = ParamSpec("P")
 R = TypeVar("R")
 
 
@@ -39,6 +44,36 @@ class Encoder:
         self.max_batch_size = config.encoder.max_batch_size
         self.batch_wait_timeout_s = config.encoder.batch_wait_timeout_s
         self._batchers: list[Any] = []
+        self.admission = QueueAdmission(
+            max_images=config.encoder.queued_images_bound(),
+            retry_after_s=config.limits.retry_after_s,
+        )
+
+    @staticmethod
+    def sheds(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | Overloaded]]:
+        """A task method whose admission refusal is *returned* (the gateway's EncoderLink
+        raises it there): raised in a replica, Serve would log a traceback per shed request,
+        a flood of logs exactly when the replica is busiest."""
+
+        @functools.wraps(method)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | Overloaded:
+            try:
+                return await method(*args, **kwargs)
+            except Overloaded as exc:
+                return exc
+
+        return wrapper
+
+    @contextlib.contextmanager
+    def admitted(self, n: int) -> Iterator[None]:
+        """A task method's `n` images (or windows) in this replica: 503 at once beyond
+        `encoder.max_queued_images` (serving/admission.py), counted until answered."""
+        with self.admission.admitted(n):
+            metrics().queue_length.set(self.admission.queued)
+            try:
+                yield
+            finally:
+                metrics().queue_length.set(self.admission.queued - n)
 
     def batcher(
         self, fn: Callable[[list[T]], Awaitable[list[R]]], size_fn: Callable[[T], int]

@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from promptserve._version import __version__
 from promptserve.models.bundle import Bundle
@@ -32,6 +34,7 @@ from promptserve.serving.app import EncoderLink, connect_encoder
 from promptserve.serving.auth import ApiKeys, Right
 from promptserve.serving.config import AppConfig, LimitsConfig
 from promptserve.serving.errors import InvalidInput, Overloaded, ServeError
+from promptserve.serving.inputs import form_fields, json_types
 from promptserve.serving.metrics import metrics
 from promptserve.serving.preload import preload
 from promptserve.serving.store import (
@@ -78,19 +81,73 @@ class Route:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def images_body(model: str, fields: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """OpenAPI request body for a route that takes JSON (`model`) or multipart image files."""
-    files = {"type": "array", "items": {"type": "string", "format": "binary"}}
-    multipart = {"type": "object", "properties": {"images": files, **fields}, "required": required}
+def images_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI request body for a route that takes JSON (`model`, base64 images) or multipart
+    (`images` files and `model`'s other fields, with the JSON fields' types and bounds: both
+    forms are read from the one model, see serving/inputs.py's `FormFields`)."""
+    props = model.model_json_schema()["properties"]
+    names = form_fields(model)
+    files = {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "description": "Image files (JPEG, PNG, WebP, ...), one part each.",
+    }
+    fields: dict[str, Any] = {"images": files}
+    for name in names.scalars:
+        fields[name] = _form_scalar(props[name])
+    for name in names.lists:
+        fields[name] = _form_list(props[name], text=name in names.texts)
+    multipart = {"type": "object", "properties": fields, "required": ["images"]}
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}},
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
                 "multipart/form-data": {"schema": multipart},
             },
         }
     }
+
+
+def _documented(prop: dict[str, Any]) -> dict[str, Any]:
+    """A property's description and (non-null) default."""
+    return {k: prop[k] for k in ("description", "default") if prop.get(k) is not None}
+
+
+def _form_scalar(prop: dict[str, Any]) -> dict[str, Any]:
+    """A JSON property as one form field: its type and bounds, without the null a form cannot
+    send (an absent field is the null)."""
+    types = [{k: v for k, v in t.items() if k != "title"} for t in json_types(prop)]
+    return {**(types[0] if len(types) == 1 else {"anyOf": types}), **_documented(prop)}
+
+
+def _form_list(prop: dict[str, Any], *, text: bool) -> dict[str, Any]:
+    """A JSON list property as a repeated form field (one value each; nested lists, e.g.
+    synonym groups, as one value holding the whole JSON list)."""
+    array = next(t for t in json_types(prop) if t.get("type") == "array")
+    items = array.get("items", {})
+    how = "Repeat the field, one value each, or send one value holding a JSON list."
+    if text:
+        how += " One value that is not a JSON list is the text form (e.g. a preset name)."
+    return {
+        "type": "array",
+        "items": items if items.get("type") == "string" else {"type": "string"},
+        "description": f"{prop.get('description', '')} {how}".strip(),
+    }
+
+
+def _allowed_methods(api: FastAPI, request: Request) -> list[str]:
+    """Every method the routes `mount`ed on `api` serve at the request's path (Starlette's 405
+    names only the first route that matched the path: GET for /v1/prompts, which takes POST
+    too)."""
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    methods: set[str] = set()
+    for regex, allowed in api.state.route_methods.values():
+        if regex.match(path):
+            methods |= allowed
+    return sorted(methods)
 
 
 def create_api(*, description: str, bodies: Sequence[type[BaseModel]]) -> FastAPI:
@@ -108,21 +165,45 @@ def create_api(*, description: str, bodies: Sequence[type[BaseModel]]) -> FastAP
                     body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                     components.update(body.pop("$defs", {}))
                     components[model.__name__] = body
+            # FastAPI documents a 422 for operations with parameters; this server answers
+            # invalid input with a 400 and the error body (`_validation_error`), as ERRORS says.
+            for operation in (
+                op for ops in schema.get("paths", {}).values() for op in ops.values()
+            ):
+                operation.get("responses", {}).pop("422", None)
+            if "HTTPValidationError" not in json.dumps(schema.get("paths", {})):
+                components.pop("HTTPValidationError", None)
+                components.pop("ValidationError", None)
             return schema
 
     api = _API(title="promptserve", version=__version__, description=description)
+    # path template -> (its regex, the methods `mount`ed there): the `Allow` of 405s and OPTIONS
+    api.state.route_methods = {}
 
     @api.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @api.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """Unknown routes and methods get the same error body as everything else."""
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown routes and methods get the same error body as everything else; OPTIONS on
+        a route answers which methods it takes (`Allow`), and so does a 405."""
+        headers = dict(exc.headers or {})
+        message = f"{exc.detail}: see /docs for the API"
+        if exc.status_code == 405:
+            allowed = _allowed_methods(api, request) or sorted(
+                m.strip() for m in headers.get("Allow", "").split(",") if m.strip()
+            )
+            if request.method == "OPTIONS":
+                return Response(
+                    status_code=204, headers={"Allow": ", ".join([*allowed, "OPTIONS"])}
+                )
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here: use {headers['Allow']} (see /docs)"
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")
-        detail = ErrorDetail(type=kind, message=f"{exc.detail}: see /docs for the API")
+        detail = ErrorDetail(type=kind, message=message)
         return JSONResponse(
-            ErrorBody(error=detail).model_dump(), status_code=exc.status_code, headers=exc.headers
+            ErrorBody(error=detail).model_dump(), status_code=exc.status_code, headers=headers
         )
 
     @api.exception_handler(RequestValidationError)
@@ -142,6 +223,10 @@ def mount(api: FastAPI, cls: type) -> None:
                 methods=[route.method],
                 **route.options,
             )
+            _, methods = api.state.route_methods.setdefault(
+                route.path, (compile_path(route.path)[0], set())
+            )
+            methods.add(route.method)
 
 
 class Gateway:
@@ -161,6 +246,8 @@ class Gateway:
             log.warning(config.auth.off_warning(reason="no keys were sent with the app"))
         self._inflight_images = 0
         self._labelled: set[str] = set()
+        # (images in flight from here, when) the last time the encoder refused one: see shed_early
+        self._encoder_full: tuple[int, float] | None = None
         self._infos: dict[str, tuple[float, PromptInfo]] = {}
         self.ready = asyncio.Event()
         self.preload_error: str | None = None
@@ -239,6 +326,7 @@ class Gateway:
 
         async def run() -> JSONResponse:
             self.authorize(request)
+            self.shed_early()
             req, blobs = await parse(request, self.config.limits)
             return await handle(req, blobs)
 
@@ -279,8 +367,31 @@ class Gateway:
         self._inflight_images += n
         try:
             yield
+        except Overloaded:  # the encoder refused: it holds all it will take from us for now
+            self._encoder_full = (self._inflight_images - n, time.monotonic())
+            raise
         finally:
             self._inflight_images -= n
+
+    def shed_early(self) -> None:
+        """503 before the body is read while this replica already has as many images at the
+        encoder as it held when the encoder last refused one (within `retry_after_s`). A
+        refused request should cost next to nothing: on a small box, decoding and sending
+        requests only to have them refused took the CPU the encoder needed. As answers come
+        back the count drops below that level and requests go through again, so the encoder
+        is never starved by a guess."""
+        if self._encoder_full is None:
+            return
+        level, when = self._encoder_full
+        limits = self.config.limits
+        if time.monotonic() - when > limits.retry_after_s:
+            self._encoder_full = None
+        elif self._inflight_images >= level:
+            raise Overloaded(
+                f"the encoder is full ({self._inflight_images} images in flight from this "
+                f"gateway); retry after {limits.retry_after_s}s",
+                retry_after_s=limits.retry_after_s,
+            )
 
     async def register(
         self, manifest: dict[str, Any], tensors: bytes | None, prompt_id: str | None

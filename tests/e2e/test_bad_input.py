@@ -217,7 +217,9 @@ def test_auth(server, images):
 
 
 def test_overload_is_503_with_retry_after_and_recovers(server, images):
-    url = server["tight_url"]  # at most 2 images in flight per gateway replica
+    """The encoder's admission (serving/admission.py) refuses what its queue cannot hold, at
+    once, with the JSON body and Retry-After; the next request is served."""
+    url = server["tight_url"]  # its encoder holds at most 2 images
     body = {"images": [b64(images[0])] * 2, "labels": ["a", "b"]}
     with httpx.Client(timeout=60) as c, cf.ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda _: c.post(f"{url}/v1/classify", json=body), range(16)))
@@ -226,4 +228,5 @@ def test_overload_is_503_with_retry_after_and_recovers(server, images):
     rejected = next(r for r in responses if r.status_code == 503)
     assert int(rejected.headers["retry-after"]) >= 1
     assert rejected.json()["error"]["type"] == "overloaded"
+    assert "the encoder holds" in rejected.json()["error"]["message"]
     assert httpx.post(f"{url}/v1/classify", json=body, timeout=60).status_code == 200

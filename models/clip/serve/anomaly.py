@@ -19,15 +19,7 @@ from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptRef
 from promptserve.types import AnomalyRequest, AnomalyResponse
 
-BODY = images_body(
-    "AnomalyRequest",
-    {
-        "prompt_id": {"type": "string"},
-        "object_name": {"type": "string"},
-        "max_map_side": {"type": "integer", "minimum": 16, "maximum": 16384},
-    },
-    ["images"],
-)
+BODY = images_body(AnomalyRequest)
 
 
 class AnomalyRoutes(ClipGateway):

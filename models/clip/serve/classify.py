@@ -16,16 +16,7 @@ from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptRef
 from promptserve.types import ClassifyRequest, ClassifyResponse
 
-BODY = images_body(
-    "ClassifyRequest",
-    {
-        "prompt_id": {"type": "string"},
-        "labels": {"type": "array", "items": {"type": "string"}},
-        "top_k": {"type": "integer"},
-        "return_logits": {"type": "boolean"},
-    },
-    ["images"],
-)
+BODY = images_body(ClassifyRequest)
 
 
 class ClassifyRoutes(ClipGateway):

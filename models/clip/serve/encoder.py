@@ -67,7 +67,6 @@ class EncoderDeployment(Encoder):
             max_loaded=config.prompts.max_loaded,
             text_cache_size=config.prompts.text_cache_size,
         )
-        self._pending = 0
         self._vision = self.follow(
             self.batcher(self._run_batch, size_fn=lambda job: len(job.crops))
             if config.encoder.batcher == "continuous"
@@ -81,20 +80,16 @@ class EncoderDeployment(Encoder):
         }
 
     # -- tasks -------------------------------------------------------------------------------
+    @Encoder.sheds
     async def classify(self, call: ClassifyCall) -> dict[str, Any]:
         """`{"results": [...per image...], "batch_images": [size of each vision batch the
         call's chunks rode in]}`."""
-        head = await self._head(call.head)
-        self._pending += 1
-        metrics().queue_length.set(self._pending)
-        try:
+        with self.admitted(len(call.crops)):
+            head = await self._head(call.head)
             parts = await asyncio.gather(
                 *(self._vision(VisionJob(call.crops[s], head.visual))
                   for s in self.chunks(len(call.crops)))
             )  # fmt: skip
-        finally:
-            self._pending -= 1
-            metrics().queue_length.set(self._pending)
         embeds = _concat([e for e, _ in parts])
         scored = functools.partial(
             score,
@@ -108,19 +103,23 @@ class EncoderDeployment(Encoder):
         results = await asyncio.to_thread(scored) if head.dynamic else scored()
         return {"results": results, "batch_images": [n for _, n in parts]}
 
+    @Encoder.sheds
     async def detect_anomalies(self, call: AnomalyCall) -> dict[str, Any]:
         """`{"results": [{score, map (float16 at the original size)}...], "batch_images": [n]}`."""
-        head = await self._dense_head(call.head)
-        parts = await self.batched(self._dense[head.graph], call.crops)
+        with self.admitted(len(call.crops)):
+            head = await self._dense_head(call.head)
+            parts = await self.batched(self._dense[head.graph], call.crops)
         image = _concat([outputs[0] for outputs, _ in parts])
         dense = _concat([outputs[1] for outputs, _ in parts])
         results = await asyncio.to_thread(_anomaly_results, head, image, dense, call.sizes)
         return {"results": results, "batch_images": [n for _, n in parts]}
 
+    @Encoder.sheds
     async def segment(self, call: SegmentCall) -> dict[str, Any]:
         """`{"result": {label_map, scores}, "batch_images": [windows per graph call]}`."""
-        head, name_class = await self._vocabulary(call.vocabulary)
-        parts = await self.batched(self._dense[f"segment_{call.method}"], call.windows)
+        with self.admitted(len(call.windows)):
+            head, name_class = await self._vocabulary(call.vocabulary)
+            parts = await self.batched(self._dense[f"segment_{call.method}"], call.windows)
         features = _concat([outputs[0] for outputs, _ in parts])
         result = await asyncio.to_thread(
             _segment_result, call, features, head.features, name_class, len(head.labels)

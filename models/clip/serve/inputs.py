@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from starlette.requests import Request
 
@@ -16,10 +18,8 @@ from promptserve.types import AnomalyRequest, ClassifyRequest, SegmentRequest
 async def parse_anomaly(
     request: Request, limits: LimitsConfig
 ) -> tuple[AnomalyRequest, list[bytes]]:
-    """JSON (`AnomalyRequest`, base64 images) or multipart (`images` files + `prompt_id`)."""
-    return await parse_images(
-        request, limits, AnomalyRequest, ("prompt_id", "object_name", "max_map_side"), ()
-    )
+    """JSON (`AnomalyRequest`, base64 images) or multipart (`images` files + the same fields)."""
+    return await parse_images(request, limits, AnomalyRequest)
 
 
 async def parse_segment(
@@ -27,12 +27,7 @@ async def parse_segment(
 ) -> tuple[SegmentRequest, list[bytes]]:
     """JSON (`SegmentRequest`, base64 images) or multipart (`images` files + the same fields;
     there each `labels` value is one class name)."""
-    req, blobs = await parse_images(
-        request, limits, SegmentRequest,
-        ("prompt_id", "method", "short_side", "stride", "logit_scale", "prob_threshold",
-         "return_scores"),
-        ("labels", "templates"),
-    )  # fmt: skip
+    req, blobs = await parse_images(request, limits, SegmentRequest)
     if req.labels is not None:
         groups = [[g] if isinstance(g, str) else g for g in req.labels]
         if not groups or any(not g or any(not n.strip() for n in g) for g in groups):
@@ -49,6 +44,13 @@ async def parse_segment(
         _check_texts([n for g in groups for n in g], "labels", limits)
     _check_texts(req.templates, "templates", limits)
     return req, blobs
+
+
+def _undecodable(index: int, exc: ImageDecodeError) -> InvalidInput:
+    """images[i] is not an image the server can decode; the decoder's reason without the
+    reprs of in-memory objects it may name (`<_io.BytesIO object at 0x...>`)."""
+    reason = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
+    return InvalidInput(f"images[{index}]: {reason}", param=f"images[{index}]")
 
 
 def _check_texts(texts: list[str] | str | None, param: str, limits: LimitsConfig) -> None:
@@ -81,7 +83,7 @@ def decode_for_segment(
     try:
         img = decode_image(blob, max_pixels=limits.max_image_pixels)
     except ImageDecodeError as exc:
-        raise InvalidInput(f"images[{index}]: {exc}", param=f"images[{index}]") from None
+        raise _undecodable(index, exc) from None
     if img.width * img.height > limits.max_segment_pixels:
         raise InvalidInput(
             f"images[{index}] is {img.width}x{img.height}; /v1/segment returns a map at the "
@@ -99,10 +101,7 @@ async def parse_classify(
     request: Request, limits: LimitsConfig
 ) -> tuple[ClassifyRequest, list[bytes]]:
     """JSON (`ClassifyRequest`, base64 images) or multipart (`images` files + the same fields)."""
-    req, blobs = await parse_images(
-        request, limits, ClassifyRequest, ("prompt_id", "top_k", "return_logits"),
-        ("labels", "templates"),
-    )  # fmt: skip
+    req, blobs = await parse_images(request, limits, ClassifyRequest)
     if req.labels is not None:
         if not req.labels or any(not label.strip() for label in req.labels):
             raise InvalidInput(
@@ -126,7 +125,7 @@ def decode_crops(blobs: list[bytes], pre: PreprocessConfig, limits: LimitsConfig
         try:
             img = decode_image(blob, max_pixels=limits.max_image_pixels)
         except ImageDecodeError as exc:
-            raise InvalidInput(f"images[{i}]: {exc}", param=f"images[{i}]") from None
+            raise _undecodable(i, exc) from None
         crops.append(crop_uint8(img, size=pre.size, interpolation=pre.interpolation))
     return np.stack(crops)
 
@@ -144,7 +143,7 @@ def decode_resized(
         try:
             img = decode_image(blob, max_pixels=limits.max_image_pixels)
         except ImageDecodeError as exc:
-            raise InvalidInput(f"images[{i}]: {exc}", param=f"images[{i}]") from None
+            raise _undecodable(i, exc) from None
         sizes.append((img.height, img.width))
         out.append(np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8))
     return np.stack(out), sizes

@@ -27,21 +27,7 @@ from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptRef
 from promptserve.types import SegmentRequest, SegmentResponse
 
-BODY = images_body(
-    "SegmentRequest",
-    {
-        "labels": {"type": "array", "items": {"type": "string"}},
-        "prompt_id": {"type": "string"},
-        "templates": {"type": "array", "items": {"type": "string"}},
-        "method": {"type": "string", "enum": ["maskclip", "sclip", "clearclip"]},
-        "short_side": {"type": "integer"},
-        "stride": {"type": "integer"},
-        "logit_scale": {"type": "number"},
-        "prob_threshold": {"type": "number"},
-        "return_scores": {"type": "boolean"},
-    },
-    ["images"],
-)
+BODY = images_body(SegmentRequest)
 
 
 class SegmentRoutes(ClipGateway):
