@@ -114,6 +114,10 @@ class BaseClient:
                 response.status_code, delay, MAX_RETRY_AFTER,
             )  # fmt: skip
             return None
+        if _parse_retry_after(response.headers) is not None:
+            # never before the server asked, and up to a quarter later at random: clients a
+            # server refused together must not all come back in the same instant
+            delay *= 1.0 + 0.25 * random.random()
         log.debug("HTTP %d: retrying %s in %.2f s", response.status_code, response.url, delay)
         return delay
 
