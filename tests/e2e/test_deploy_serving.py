@@ -84,17 +84,23 @@ def test_alerts_and_dashboard_use_exported_metrics(server, ray_cluster, tiny_spe
             evict = art(f"thing {i}", "other").save(tmp_path / f"e{i}")
             c.register_prompt(evict, prompt_id=f"metrics-evict-{i}")
             c.classify(make_image(35), prompt_id=f"metrics-evict-{i}")
-    # a registered artifact whose stored features are corrupt: the replica fails to load it
+    # stored features that no longer parse: the store quarantines the prompt (404, counted)
     store = Path(server["config"].prompts.store)
-    (features,) = list((store / "metrics-broken").glob("features*"))
+    (features,) = list((store / "metrics-broken").rglob("features*"))  # in its version dir
+    good = features.read_bytes()
     features.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
-    r = httpx.post(
-        f"{url}/v1/classify",
-        files=[("images", ("a.jpg", make_image(36), "image/jpeg"))],
-        data={"prompt_id": "metrics-broken"},
-        timeout=60,
-    )
-    assert r.status_code >= 500, r.text
+    body = {"prompt_id": "metrics-broken"}
+    files = [("images", ("a.jpg", make_image(36), "image/jpeg"))]
+    r = httpx.post(f"{url}/v1/classify", files=files, data=body, timeout=60)
+    assert r.status_code == 404 and "corrupt" in r.json()["error"]["message"], r.text
+    # features that parse, with the right content id, but do not fit the head: a load failure
+    from safetensors.numpy import load, save
+
+    content_id = json.loads(good[8 : 8 + int.from_bytes(good[:8], "little")])["__metadata__"]
+    wrong = load(good)["features"][:, :3]  # the wrong width for this backbone
+    features.write_bytes(save({"features": wrong.copy()}, metadata=content_id))
+    r = httpx.post(f"{url}/v1/classify", files=files, data=body, timeout=60)
+    assert r.status_code == 503 and "could not be loaded" in r.text, r.text
 
     wanted = _used_metric_names() - GPU_ONLY
     assert "ray_promptserve_artifact_load_failures_total" in wanted

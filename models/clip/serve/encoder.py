@@ -66,6 +66,7 @@ class EncoderDeployment(Encoder):
             self.clip.text_tower,
             max_loaded=config.prompts.max_loaded,
             text_cache_size=config.prompts.text_cache_size,
+            embed_dim=self.clip.config.embed_dim,
         )
         self._vision = self.follow(
             self.batcher(self._run_batch, size_fn=lambda job: len(job.crops))

@@ -8,6 +8,7 @@ their text side per batch instead (`ClassHead.dynamic`).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 
@@ -17,19 +18,28 @@ from promptserve.models.clip.methods import get_method
 from promptserve.models.clip.methods.base import ClassHead
 from promptserve.models.clip.text import TextTower, template_ensemble
 from promptserve.serving.cache import LRU
-from promptserve.serving.errors import PromptNotFound
+from promptserve.serving.errors import BackendUnavailable, PromptNotFound
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore
+
+log = logging.getLogger("promptserve.heads")
 
 
 class HeadBank:
     """Resolves a request's head: a registered prompt (by content id) or free labels."""
 
     def __init__(
-        self, store: PromptStore, tower: TextTower, *, max_loaded: int, text_cache_size: int
+        self,
+        store: PromptStore,
+        tower: TextTower,
+        *,
+        max_loaded: int,
+        text_cache_size: int,
+        embed_dim: int | None = None,
     ) -> None:
         self.store = store
         self.tower = tower
+        self.embed_dim = embed_dim
         self._prompts: LRU[str, ClassHead] = LRU(
             max_loaded, lambda: metrics().artifact_evictions.inc()
         )
@@ -42,14 +52,22 @@ class HeadBank:
         if head is None:
             try:
                 artifact, features = self.store.load(prompt_id, content_id)
+                if features.ndim != 2 or features.shape[1] != (self.embed_dim or features.shape[1]):
+                    raise ValueError(
+                        f"stored features are {features.shape}, not [classes, {self.embed_dim}]"
+                    )
                 head = get_method(artifact.manifest.method).make_head(
                     artifact, features, self.tower
                 )
-            except PromptNotFound:  # deleted or replaced meanwhile: not a failure to load
+            except PromptNotFound:  # deleted, replaced or quarantined by the store: it said so
                 raise
-            except Exception:
+            except Exception as exc:  # e.g. features that do not fit this method's head
                 metrics().artifact_load_failures.inc()
-                raise
+                log.exception("prompt %s could not be loaded", prompt_id)
+                raise BackendUnavailable(
+                    f"prompt {prompt_id!r} could not be loaded in this replica "
+                    f"({type(exc).__name__}); see the server log, or register it again"
+                ) from None
             self._prompts.put(content_id, head)
             metrics().artifact_loads.inc()
         return head
