@@ -52,7 +52,9 @@ class HeadBank:
         if head is None:
             try:
                 artifact, features = self.store.load(prompt_id, content_id)
-                if features.ndim != 2 or features.shape[1] != (self.embed_dim or features.shape[1]):
+                # (dynamic methods, e.g. CoCoOp, store no features: an empty array)
+                width = features.shape[-1] if features.ndim == 2 else -1
+                if features.size and width != (self.embed_dim or width):
                     raise ValueError(
                         f"stored features are {features.shape}, not [classes, {self.embed_dim}]"
                     )
