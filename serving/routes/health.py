@@ -9,7 +9,8 @@ from typing import ClassVar
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
-from promptserve.serving.deployments.gateway import ERRORS, Gateway, Route
+from promptserve.serving.api import ERRORS, Route
+from promptserve.serving.deployments.gateway import Gateway
 from promptserve.types import ModelInfo
 
 

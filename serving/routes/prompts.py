@@ -11,7 +11,8 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from promptserve.serving.deployments.gateway import ERRORS, Gateway, Route
+from promptserve.serving.api import ERRORS, Route
+from promptserve.serving.deployments.gateway import Gateway
 from promptserve.serving.errors import InvalidInput
 from promptserve.serving.inputs import read_body
 from promptserve.serving.store import check_prompt_id

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from promptserve.models.clip.serve.base import ClipGateway, batch_header
 from promptserve.models.clip.serve.calls import AnomalyCall, ObjectName
 from promptserve.models.clip.serve.inputs import decode_resized, parse_anomaly
+from promptserve.serving.api import ERRORS, Route, images_body
 from promptserve.serving.config import LimitsConfig
-from promptserve.serving.deployments.gateway import ERRORS, Route, images_body
 from promptserve.serving.errors import InvalidInput
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptRef

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from promptserve.models.clip.serve.base import ClipGateway, batch_header, templates
 from promptserve.models.clip.serve.calls import ClassifyCall, Labels
 from promptserve.models.clip.serve.inputs import decode_crops, parse_classify
-from promptserve.serving.deployments.gateway import ERRORS, Route, images_body
+from promptserve.serving.api import ERRORS, Route, images_body
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptRef
 from promptserve.types import ClassifyRequest, ClassifyResponse

@@ -7,7 +7,7 @@ from ray import serve
 from promptserve.models.clip.serve.anomaly import AnomalyRoutes
 from promptserve.models.clip.serve.classify import ClassifyRoutes
 from promptserve.models.clip.serve.segment import SegmentRoutes
-from promptserve.serving.deployments.gateway import create_api, mount
+from promptserve.serving.api import create_api, mount
 from promptserve.serving.routes.health import HealthRoutes
 from promptserve.serving.routes.prompts import PromptRoutes
 from promptserve.types import AnomalyRequest, ClassifyRequest, SegmentRequest

@@ -20,8 +20,8 @@ from promptserve.models.clip.methods.segment import (
 from promptserve.models.clip.serve.base import BATCH_HEADER, ClipGateway, templates
 from promptserve.models.clip.serve.calls import SegmentCall, Vocabulary
 from promptserve.models.clip.serve.inputs import decode_for_segment, parse_segment
+from promptserve.serving.api import ERRORS, Route, images_body
 from promptserve.serving.config import LimitsConfig
-from promptserve.serving.deployments.gateway import ERRORS, Route, images_body
 from promptserve.serving.errors import InvalidInput
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptRef
