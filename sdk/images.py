@@ -8,6 +8,7 @@ server's resize becomes a no-op), only with fewer bytes on the wire.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -35,7 +36,9 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Im
             )
         img.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise ImageDecodeError(f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+        # PIL names the in-memory file it read (`<_io.BytesIO object at 0x...>`): not for users
+        reason = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
+        raise ImageDecodeError(f"not a decodable image ({type(exc).__name__}: {reason})") from exc
     return img.convert("RGB") if img.mode != "RGB" else img
 
 

@@ -70,13 +70,7 @@ def _refuse_declared_oversize(request: Request, limits: LimitsConfig) -> None:
 async def read_body(request: Request, limits: LimitsConfig) -> bytes:
     """The raw body, bounded by `limits.max_body_bytes` whether or not its size is declared."""
     _refuse_declared_oversize(request, limits)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise PayloadTooLarge(_too_large(size, limits))
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in _bounded(request, limits).stream()])
 
 
 def _bounded(request: Request, limits: LimitsConfig) -> Request:

@@ -148,6 +148,10 @@ def _prompt_info(prompt_id: str, manifest: ArtifactManifest, reg: Registration) 
     )
 
 
+def _not_registered(prompt_id: str) -> str:
+    return f"no prompt {prompt_id!r} is registered; list them with GET /v1/prompts"
+
+
 def _count_quarantined() -> None:
     """Count a quarantined prompt; the store works on where metrics do not."""
     try:
@@ -197,7 +201,7 @@ class PromptStore:
             self.fs.makedirs(directory, exist_ok=True)
             for name, data in files.items():
                 self.fs.pipe(f"{directory}/{name}", data)
-            previous = self._replaced_version(prompt_id)  # read before committing
+            previous = self._pointed_version(prompt_id)  # read before committing
             took = time.monotonic() - started
             if took > COMMIT_WITHIN_S:  # a sweep may already count this version as left over
                 raise BackendUnavailable(
@@ -209,10 +213,7 @@ class PromptStore:
             raise
         reg = Registration(content_id, datetime.now(timezone.utc).isoformat(), version)
         self._commit(prompt_id, reg.record())  # if it fails, the version is swept later
-        try:
-            current: str | None = self._registration(prompt_id).version
-        except (FileNotFoundError, ValueError):  # deleted or broken meanwhile: leave it be
-            current = None
+        current = self._pointed_version(prompt_id)  # None: deleted or broken meanwhile
         if current is not None:
             stale = {version} if current != version else set()  # replaced already: never again
             self._tidy(prompt_id, current, stale | ({previous} if previous is not None else set()))
@@ -221,7 +222,7 @@ class PromptStore:
     def info(self, prompt_id: str) -> PromptInfo:
         """The registered prompt's description; a prompt whose stored files no longer parse
         is quarantined: a 404 saying so, logged, and left out of `list`."""
-        missing = f"no prompt {prompt_id!r} is registered; list them with GET /v1/prompts"
+        missing = _not_registered(prompt_id)
         for _ in range(READ_ATTEMPTS):
             reg = self._current(prompt_id, missing)
             try:
@@ -256,7 +257,7 @@ class PromptStore:
         """Remove a prompt, corrupt ones included; 404 if there is none. A registration still
         being written (a version younger than `STALE_AFTER_S`) is left to commit: a put that
         ends after the delete registers the prompt again."""
-        missing = f"no prompt {prompt_id!r} is registered; list them with GET /v1/prompts"
+        missing = _not_registered(prompt_id)
         try:
             reg = self._registration(prompt_id)
         except FileNotFoundError:
@@ -340,8 +341,8 @@ class PromptStore:
             param="prompt_id",
         )
 
-    def _replaced_version(self, prompt_id: str) -> str | None:
-        """The version the pointer names before a commit (None: no pointer, or a corrupt one)."""
+    def _pointed_version(self, prompt_id: str) -> str | None:
+        """The version the pointer names (None: no pointer, or a corrupt one)."""
         try:
             return self._registration(prompt_id).version
         except (FileNotFoundError, ValueError):

@@ -68,12 +68,12 @@ class Encoder:
     def admitted(self, n: int) -> Iterator[None]:
         """A task method's `n` images (or windows) in this replica: 503 at once beyond
         `encoder.max_queued_images` (serving/admission.py), counted until answered."""
-        with self.admission.admitted(n):
-            metrics().queue_length.set(self.admission.queued)
-            try:
+        try:
+            with self.admission.admitted(n):
+                metrics().queue_length.set(self.admission.queued)
                 yield
-            finally:
-                metrics().queue_length.set(self.admission.queued - n)
+        finally:
+            metrics().queue_length.set(self.admission.queued)
 
     def batcher(
         self, fn: Callable[[list[T]], Awaitable[list[R]]], size_fn: Callable[[T], int]

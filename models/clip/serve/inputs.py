@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from starlette.requests import Request
 
@@ -47,10 +45,8 @@ async def parse_segment(
 
 
 def _undecodable(index: int, exc: ImageDecodeError) -> InvalidInput:
-    """images[i] is not an image the server can decode; the decoder's reason without the
-    reprs of in-memory objects it may name (`<_io.BytesIO object at 0x...>`)."""
-    reason = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
-    return InvalidInput(f"images[{index}]: {reason}", param=f"images[{index}]")
+    """images[i] is not an image the server can decode, and the decoder's reason."""
+    return InvalidInput(f"images[{index}]: {exc}", param=f"images[{index}]")
 
 
 def _check_texts(texts: list[str] | str | None, param: str, limits: LimitsConfig) -> None:
