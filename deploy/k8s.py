@@ -168,11 +168,28 @@ def cluster_app_config(
     return data
 
 
-def serve_config(app: dict[str, Any]) -> dict[str, Any]:
+def _local(path: str, config_dir: Path) -> str:
+    """Where the app config's `path` is on this machine (a URL stays a URL)."""
+    return path if "://" in path else str(config_dir / Path(path).expanduser())
+
+
+def _services(bundle: str) -> list[str]:
+    """The family's extra deployments (e.g. the LLM family's `indexer`), read from the bundle
+    where it is on this machine; none where it is not (a remote URL)."""
+    from promptserve.models.bundle import Bundle, BundleError
+
+    try:
+        return list(Bundle(bundle).family.services())
+    except (BundleError, OSError, ValueError):
+        return []
+
+
+def serve_config(app: dict[str, Any], bundle_dir: str | None = None) -> dict[str, Any]:
     """serveConfigV2: one application built by `app_builder` from the inline config, with the
     deployment options `build_app` would use."""
     config = AppConfig.model_validate(app)
-    deployments = [{"name": n, **opts} for n, opts in config.deployment_options().items()]
+    options = config.deployment_options(services=_services(bundle_dir or config.bundle))
+    deployments = [{"name": n, **opts} for n, opts in options.items()]
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
@@ -384,7 +401,10 @@ def render_rayservice(
         },
         "spec": {
             "upgradeStrategy": {"type": cluster.upgrade},
-            "serveConfigV2": yaml.safe_dump(serve_config(app), sort_keys=False),
+            "serveConfigV2": yaml.safe_dump(
+                serve_config(app, bundle_dir=_local(raw_app.get("bundle", ""), config_dir)),
+                sort_keys=False,
+            ),
             "rayClusterConfig": {
                 "rayVersion": cluster.ray_version,
                 "enableInTreeAutoscaling": True,

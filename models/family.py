@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from promptserve.models.bundle import Bundle
 
 # name -> "module:attribute" of its Family object; add_family() registers more
-FAMILIES: dict[str, str] = {"clip": "promptserve.models.clip.family:CLIP"}
+FAMILIES: dict[str, str] = {
+    "clip": "promptserve.models.clip.family:CLIP",
+    "llm": "promptserve.models.llm.family:LLM",
+}
 _loaded: dict[str, Family] = {}
 
 
@@ -48,6 +51,12 @@ class Family(ABC):
     @abstractmethod
     def deployments(self) -> tuple[type, type]:
         """(gateway class, encoder class) of the family's Ray Serve application."""
+
+    def services(self) -> dict[str, type]:
+        """More deployments the gateway talks to, by name (e.g. the LLM family's index
+        holder): each is built with the app config, one replica set per name, and its handle
+        reaches the gateway in `services`. Default: none."""
+        return {}
 
     def import_commands(self) -> dict[str, Any]:
         """`promptserve import` subcommands by name (objects with `help`, `arguments(parser)`

@@ -32,6 +32,7 @@ from promptserve._constants import (
     PROGRESS_THRESHOLD,
 )
 from promptserve._exceptions import InvalidInput
+from promptserve._retrieval import AsyncRetrievalMixin, RetrievalMixin
 from promptserve.images import _RESAMPLE, ImageInput, image_to_bytes
 from promptserve.types import (
     AnomalyRequest,
@@ -131,7 +132,7 @@ def _merge_indexed(responses: Sequence[R], offsets: Sequence[int]) -> R:
 
 def _downscale_args(info: ModelInfo | None) -> dict[str, Any]:
     """`image_to_bytes` arguments that shrink uploads to the model's input size, if possible."""
-    if info is None:
+    if info is None or info.image is None:
         return {}
     if info.image.interpolation not in _RESAMPLE:
         log.debug("no client-side downscale: unknown interpolation %r", info.image.interpolation)
@@ -194,7 +195,9 @@ def _check_chunking(chunk_size: int, concurrency: int, info: ModelInfo | None) -
     if chunk_size < 1 or concurrency < 1:
         param = "chunk_size" if chunk_size < 1 else "concurrency"
         raise InvalidInput("`chunk_size` and `concurrency` must be >= 1", param=param)
-    return min(chunk_size, info.max_images_per_request) if info is not None else chunk_size
+    if info is None or info.max_images_per_request is None:
+        return chunk_size
+    return min(chunk_size, info.max_images_per_request)
 
 
 # -- chunked calls, shared by the twins ----------------------------------------------------------
@@ -259,7 +262,7 @@ def _chunked(
     )  # fmt: skip
 
 
-class Client(BaseClient):
+class Client(RetrievalMixin, BaseClient):
     """Synchronous client of a promptserve server.
 
     Args:
@@ -546,7 +549,7 @@ class Client(BaseClient):
             return False
 
 
-class AsyncClient(BaseClient):
+class AsyncClient(AsyncRetrievalMixin, BaseClient):
     """Asynchronous client of a promptserve server; the methods of `Client`, awaitable.
 
     Args:

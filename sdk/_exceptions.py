@@ -4,9 +4,13 @@
     └── APIError                      message, request, body
         ├── APIStatusError            status_code, response, request_id, error_type, param
         │   ├── InvalidInput          400, 413, 415, 422; also raised client-side (status_code None)
-        │   │   └── BackboneMismatch  409: the artifact was built for another backbone
+        │   │   ├── BackboneMismatch  409: the artifact was built for another backbone
+        │   │   ├── IndexMismatch     409: the index was built with another backbone/prompt
+        │   │   └── ConflictError     409: it exists (an index of that name)
         │   ├── AuthError             401, 403
-        │   ├── PromptNotFound        404
+        │   ├── NotFoundError         404
+        │   │   ├── PromptNotFound    404: no such prompt
+        │   │   └── IndexNotFound     404: no such index
         │   ├── ServerOverloaded      503 (and 429), with `retry_after`
         │   └── InternalServerError   other 5xx
         └── APIConnectionError        no response at all
@@ -32,8 +36,12 @@ __all__ = [
     "APITimeoutError",
     "AuthError",
     "BackboneMismatch",
+    "ConflictError",
+    "IndexMismatch",
+    "IndexNotFound",
     "InternalServerError",
     "InvalidInput",
+    "NotFoundError",
     "PromptNotFound",
     "PromptServeError",
     "ServerOverloaded",
@@ -107,6 +115,15 @@ class BackboneMismatch(InvalidInput):
     """The prompt artifact was built for another backbone than the one served (409)."""
 
 
+class IndexMismatch(InvalidInput):
+    """The index was built with another backbone or prompt artifact than this request would
+    use (409): its vectors and the query's would not be comparable."""
+
+
+class ConflictError(InvalidInput):
+    """The request would replace something that exists, e.g. an index of that name (409)."""
+
+
 class AuthError(APIStatusError):
     """Missing or wrong API key (401), or the key may not do this (403)."""
 
@@ -117,6 +134,10 @@ class NotFoundError(APIStatusError):
 
 class PromptNotFound(NotFoundError):
     """No prompt is registered under that id (404 with error type `prompt_not_found`)."""
+
+
+class IndexNotFound(NotFoundError):
+    """No index exists under that id (404 with error type `index_not_found`)."""
 
 
 class ServerOverloaded(APIStatusError):
@@ -160,6 +181,9 @@ _BY_TYPE: dict[str, type[APIStatusError]] = {
     "authentication_error": AuthError,
     "permission_denied": AuthError,
     "prompt_not_found": PromptNotFound,
+    "index_not_found": IndexNotFound,
+    "index_mismatch": IndexMismatch,
+    "conflict": ConflictError,
     "not_found": NotFoundError,
     "overloaded": ServerOverloaded,
     "internal_error": InternalServerError,

@@ -107,6 +107,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.backbone is None:
         print("--backbone is required (or --format triton --bundle DIR)", file=sys.stderr)
         return 2
+    if args.family == "llm":
+        return cmd_export_llm(args)
     from promptserve.models.clip.bundle import AnomalyGraphSpec, WinCLIPGraphSpec
     from promptserve.models.clip.export.onnx import export_bundle
 
@@ -126,6 +128,87 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{name:>15} graph: max|onnx-torch|={p.max_abs_diff:.2e}  min cosine={p.min_cosine:.6f}  (tol {p.tolerance})"
         )
     print(f"bundle for {manifest.backbone_id} written to {args.output}")
+    return 0
+
+
+def cmd_export_llm(args: argparse.Namespace) -> int:
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.llm.export.onnx import export_bundle
+
+    backbone = args.backbone
+    if backbone == "demo":
+        from promptserve.models.llm.export.seeded import demo_llm_dir
+
+        backbone = f"local-dir:{demo_llm_dir()}"
+    export_bundle(backbone, args.output)
+    manifest = Bundle(args.output).manifest
+    for name, p in manifest.parity.items():
+        print(
+            f"{name:>15} graph: max|onnx-torch|={p.max_abs_diff:.2e}  min cosine={p.min_cosine:.6f}  (tol {p.tolerance})"
+        )
+    print(f"bundle for {manifest.backbone_id} written to {args.output}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from promptserve import Client
+
+    with Client(args.url, api_key=args.api_key) as client:
+        if args.action == "list":
+            rows = client.list_indexes()
+            print(f"{'index_id':<28} {'documents':>9}  {'prompt_id':<28} engine")
+            for r in rows:
+                print(f"{r.index_id:<28} {r.documents:>9}  {r.prompt_id:<28} {r.engine}")
+            if not rows:
+                print("(no indexes)")
+        elif args.action == "create":
+            info = client.create_index(args.index_id, prompt_id=args.prompt_id)
+            print(f"created {info.index_id} (prompt {info.prompt_id}, {info.dim}-d, {info.engine})")
+        elif args.action == "add":
+            from promptserve.retrieve_eval import read_jsonl
+
+            if args.prompt_id is not None and args.index_id not in {
+                i.index_id for i in client.list_indexes()
+            }:
+                client.create_index(args.index_id, prompt_id=args.prompt_id)
+            out = client.index_documents(
+                read_jsonl(args.corpus), index_id=args.index_id, progress=True,
+                chunk_size=args.chunk_size, concurrency=args.concurrency,
+            )  # fmt: skip
+            print(
+                f"{args.index_id}: {out.added} added, {out.skipped} already there, "
+                f"{len(out.truncated)} truncated; {out.documents} documents"
+            )
+        else:
+            client.delete_index(args.index_id)
+            print(f"deleted {args.index_id}")
+    return 0
+
+
+def cmd_eval_retrieve(args: argparse.Namespace) -> int:
+    from promptserve import Client
+    from promptserve.retrieve_eval import BeirSet, evaluate, table
+
+    data = BeirSet(args.data, args.split)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    with Client(args.url, api_key=args.api_key) as client:
+        if args.prompt_id is not None and args.index_id not in {
+            i.index_id for i in client.list_indexes()
+        }:
+            client.create_index(args.index_id, prompt_id=args.prompt_id)
+        added = client.index_documents(data.corpus(), index_id=args.index_id, progress=True)
+        print(f"{args.index_id}: {added.documents} documents ({added.added} added now)")
+
+        def search(ids: list[str], texts: list[str], mode: str) -> dict[str, dict[str, float]]:
+            out = client.retrieve(texts, index_id=args.index_id, k=args.k, mode=mode)  # type: ignore[arg-type]
+            return {
+                q: {h.id: h.score for h in r.hits} for q, r in zip(ids, out.results, strict=True)
+            }
+
+        results = evaluate(data, search, modes)
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
@@ -173,7 +256,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from promptserve.demo import run_demo
 
-    return run_demo(workdir=args.workdir, port=args.port, once=args.once)
+    return run_demo(
+        workdir=args.workdir, port=args.port, once=args.once, retrieval=not args.no_retrieval
+    )
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
@@ -184,12 +269,14 @@ def cmd_prompts(args: argparse.Namespace) -> int:
             rows = client.list_prompts()
             print(f"{'prompt_id':<32} {'method':<10} {'classes':>7}  backbone")
             for p in rows:
-                print(f"{p.prompt_id:<32} {p.method:<10} {p.num_classes:>7}  {p.backbone}")
+                classes = "-" if p.num_classes is None else p.num_classes
+                print(f"{p.prompt_id:<32} {p.method:<10} {classes:>7}  {p.backbone}")
             if not rows:
                 print("(no prompts registered)")
         elif args.action == "add":
             info = client.register_prompt(args.artifact, prompt_id=args.prompt_id)
-            print(f"registered {info.prompt_id} ({info.method}, {info.num_classes} classes)")
+            what = f", {info.num_classes} classes" if info.num_classes is not None else ""
+            print(f"registered {info.prompt_id} ({info.method}{what})")
         else:
             client.delete_prompt(args.prompt_id)
             print(f"deleted {args.prompt_id}")
@@ -278,9 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser(
-        "demo", help="export a tiny seeded backbone, serve it and classify sample images"
+        "demo",
+        help="export tiny seeded backbones, serve them, classify sample images and retrieve "
+        "from a small corpus",
     )
     s.add_argument("--once", action="store_true", help="exit after the sample requests")
+    s.add_argument(
+        "--no-retrieval",
+        action="store_true",
+        help="skip the retrieval part (a tiny seeded LLM indexing and querying a small corpus)",
+    )
     s.add_argument("--port", type=int, default=8000)
     s.add_argument(
         "--workdir",
@@ -294,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--backbone",
         help="NAME:TAG, NAME@WEIGHTS, CONFIG.json@WEIGHTS, hf-hub:ORG/REPO, local-dir:PATH or `demo` (a tiny backbone with seeded random weights)",
+    )
+    s.add_argument(
+        "--family",
+        choices=["clip", "llm"],
+        default="clip",
+        help="clip: an open_clip backbone; llm: a Hugging Face causal LM (hf-hub:ORG/NAME, "
+        "local-dir:PATH, or `demo`) exported for PromptReps (dense + sparse outputs)",
     )
     s.add_argument(
         "-o", "--output", required=True, type=Path, help="bundle (or repository) directory"
@@ -424,6 +525,35 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--json", type=Path, help="also write the metrics as JSON")
     es.set_defaults(fn=cmd_eval_segment)
 
+    er = esub.add_parser(
+        "retrieve", help="nDCG@10, Recall@100/1000, MRR@10 on a BEIR folder, through an index"
+    )
+    er.add_argument("--data", required=True, type=Path, help="corpus.jsonl, queries.jsonl, qrels/")
+    er.add_argument("--index-id", required=True, help="indexed first (resumes: present ids skip)")
+    er.add_argument("--prompt-id", help="create the index with this prompt if it is missing")
+    er.add_argument("--split", default="test", help="qrels/<split>.tsv (default test)")
+    er.add_argument("--modes", default="dense,sparse,hybrid", help="comma-separated")
+    er.add_argument("--k", type=int, default=1000, help="documents per query (Recall@1000)")
+    er.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    er.set_defaults(fn=cmd_eval_retrieve)
+
+    ix = sub.add_parser("index", help="create, fill, list or delete retrieval indexes")
+    xsub = ix.add_subparsers(dest="action", required=True, metavar="ACTION")
+    x1 = xsub.add_parser("list", help="list indexes")
+    x2 = xsub.add_parser("create", help="create an empty index")
+    x2.add_argument("index_id")
+    x2.add_argument("--prompt-id", required=True, help="the representation prompt it uses")
+    x3 = xsub.add_parser("add", help="add a JSONL corpus (id/_id, text, title) with a progress bar")
+    x3.add_argument("corpus", type=Path, help="JSONL: one document per line")
+    x3.add_argument("--index-id", required=True)
+    x3.add_argument("--prompt-id", help="create the index with this prompt if it is missing")
+    x3.add_argument("--chunk-size", type=int, default=64, help="documents per request")
+    x3.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    x4 = xsub.add_parser("rm", help="delete an index")
+    x4.add_argument("index_id")
+    for cmd in (x1, x2, x3, x4):
+        cmd.set_defaults(fn=cmd_index)
+
     pr = sub.add_parser("prompts", help="list, add or remove prompts on a running server")
     psub = pr.add_subparsers(dest="action", required=True, metavar="ACTION")
     s = psub.add_parser("list", help="list registered prompts")
@@ -432,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     s3.add_argument("--prompt-id", help="name to serve it under")
     s4 = psub.add_parser("rm", help="remove a prompt")
     s4.add_argument("prompt_id")
-    for cmd in (s, s3, s4, ea, es):
+    for cmd in (s, s3, s4, ea, es, er, x1, x2, x3, x4):
         cmd.add_argument(
             "--url",
             default=None,

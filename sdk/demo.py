@@ -25,7 +25,10 @@ arbitrary. With real weights:
       --backbone ViT-B-16@/models/clip_vit_b16.pt -o artifacts/coop
   promptserve import maple MultiModalPromptLearner/model.pth.tar-5 --classnames classes.txt \\
       --backbone ViT-B-16@/models/clip_vit_b16.pt -o artifacts/maple
-  promptserve serve config.yaml        # see examples/config.yaml"""
+  promptserve serve config.yaml        # see examples/config.yaml
+  promptserve export --family llm --backbone hf-hub:meta-llama/Meta-Llama-3-8B-Instruct -o bundles/llama3
+  promptserve import promptreps --model llama3 --backbone meta-llama/Meta-Llama-3-8B-Instruct -o artifacts/reps
+  promptserve serve examples/config-retrieve.yaml   # then: promptserve eval retrieve --data BEIR_DIR ..."""
 
 
 def sample_images() -> list[tuple[str, bytes]]:
@@ -147,7 +150,9 @@ def write_demo_coop_checkpoint(path: Path, spec) -> Path:
     return path
 
 
-def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = False) -> int:
+def run_demo(
+    *, workdir: Path | None = None, port: int = 8000, once: bool = False, retrieval: bool = True
+) -> int:
     from promptserve import Client, overlay, segment_overlay
     from promptserve.models.clip.export.seeded import default_cache_dir
     from promptserve.serving import run
@@ -197,6 +202,10 @@ def run_demo(*, workdir: Path | None = None, port: int = 8000, once: bool = Fals
             picture = workdir / "segment-circle.png"
             segment_overlay(images[0][1], seg.results[0].labels(), seg.labels).save(picture)
             print(f"SCLIP on circle.png, labels {seg.labels}: label map at {picture}\n")
+        if retrieval:
+            from promptserve.demo_retrieve import run_retrieval
+
+            run_retrieval(workdir, port=port)
         print(REAL_WEIGHTS_HINT)
         if not once:
             print(f"\nstill serving at {url} (docs at {url}/docs); Ctrl-C to stop", flush=True)

@@ -16,6 +16,11 @@ EXTRAS = {
     "safetensors": "serve",
     "tritonclient": "triton",
     "scipy": "eval",
+    "pytrec_eval": "eval",
+    "transformers": "export",
+    "tokenizers": "serve",
+    "qdrant_edge": "serve",
+    "qdrant_client": "serve",
 }
 
 

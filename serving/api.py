@@ -30,8 +30,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Invalid input",
         401: "Missing API key",
         403: "Unknown API key",
-        404: "Unknown prompt",
-        409: "Artifact built for another backbone",
+        404: "Unknown prompt (or index)",
+        409: "Built for another backbone (or prompt), or already exists",
         413: "Body too large",
         503: "Overloaded; see Retry-After",
     }.items()
@@ -74,6 +74,13 @@ def images_body(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI request body of a route that reads `model` as JSON itself (to bound the body's
+    size before parsing it): list `model` in `create_api(bodies=...)` too."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
 
 
 def _documented(prop: dict[str, Any]) -> dict[str, Any]:

@@ -27,19 +27,25 @@ def build_app(config: AppConfig, *, user_config: dict[str, Any] | None = None) -
     """The application `config` describes. `user_config` replaces the batch settings the
     config gives the encoder: deploying the same app with only these changed is a live
     update (Serve calls the encoder's `reconfigure`; no replica restarts)."""
-    gateway_cls, encoder_cls = Bundle(config.bundle).family.deployments()
+    family = Bundle(config.bundle).family
+    gateway_cls, encoder_cls = family.deployments()
     # here: replicas started by a cluster never see this environment; raises if keys were
     # asked for and none resolved
     keys = resolve_keys(config.auth)
-    options = config.deployment_options()
+    options = config.deployment_options(services=list(family.services()))
     if user_config is not None:
         options["gateway" if config.topology == "fused" else "encoder"]["user_config"] = user_config
     gateway: Any = serve.deployment(gateway_cls, name="gateway", **options["gateway"])
+    # services (e.g. an index holder) are their own deployments in either topology
+    services = {
+        name: serve.deployment(cls, name=name, **options.get(name, {})).bind(config)
+        for name, cls in family.services().items()
+    }
     if config.topology == "fused":
-        app: Application = gateway.bind(config, None, keys)
+        app: Application = gateway.bind(config, None, keys, services)
         return app
     encoder: Any = serve.deployment(encoder_cls, name="encoder", **options["encoder"])
-    app = gateway.bind(config, encoder.bind(config), keys)
+    app = gateway.bind(config, encoder.bind(config), keys, services)
     return app
 
 

@@ -12,12 +12,14 @@ Example (YAML):
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptserve.serving.engines.base import EngineOptions
+from promptserve.serving.index.config import IndexEngineConfig
 
 
 class _Strict(BaseModel):
@@ -95,6 +97,13 @@ class EncoderConfig(_Strict):
     max_queued_requests: int = Field(
         512, ge=-1, description="Handle-side queue bound; beyond it, 503."
     )
+    max_batch_tokens: int = Field(
+        8192,
+        ge=16,
+        description="Text families: padded tokens per graph call (batch rows x the longest "
+        "row). A batch of texts closes on this budget, not on a count, and is cut into "
+        "length buckets inside it, so short queries are not padded to a long passage.",
+    )
     max_queued_images: int | None = Field(
         None,
         ge=1,
@@ -166,6 +175,22 @@ class LimitsConfig(_Strict):
         16_000_000,
         ge=1,
         description="Largest image /v1/segment labels (its map is computed at the original size).",
+    )
+    max_texts_per_request: int = Field(
+        256, ge=1, description="Texts (queries, documents) one text request carries."
+    )
+    max_document_chars: int = Field(
+        200_000,
+        ge=1,
+        description="Longest text, in characters; the model reads only its first tokens "
+        "(the prompt's max length), so this bounds tokenizer work, not what is read.",
+    )
+    max_k: int = Field(1000, ge=1, description="Most documents one query may ask for.")
+    max_retrieve_depth: int = Field(
+        1000,
+        ge=1,
+        description="Most candidates each run contributes to a hybrid/rrf fusion (the official "
+        "PromptReps runs fuse the top 1000 of each); also the default depth.",
     )
     max_inflight_images: int = Field(
         4096, ge=1, description="Images in flight per gateway replica before 503."
@@ -242,6 +267,17 @@ class AuthConfig(_Strict):
         )
 
 
+class IndexerConfig(_Strict):
+    """The deployment that holds the index engine's client (serving/deployments/indexer.py).
+    With the embedded engine it owns the files, so it runs one replica; with a server engine
+    (Qdrant) it is a stateless client and may run more."""
+
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(256, ge=-1)
+
+
 class AppConfig(_Strict):
     name: str = "promptserve"
     route_prefix: str = "/"
@@ -262,6 +298,21 @@ class AppConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    index: IndexEngineConfig = Field(
+        default_factory=IndexEngineConfig,
+        description="Where retrieval indexes live (families that retrieve: llm).",
+    )
+    indexer: IndexerConfig = Field(default_factory=IndexerConfig)
+
+    @model_validator(mode="after")
+    def _embedded_index_has_one_owner(self) -> AppConfig:
+        if self.indexer.num_replicas > 1 and self.index.embedded:
+            raise ValueError(
+                f"indexer.num_replicas is {self.indexer.num_replicas}, but the embedded index "
+                f"engine {self.index.engine!r} keeps its files in one process: use 1, or a "
+                "server engine (index.engine: qdrant) for more replicas"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tensorrt_profile_covers_batches(self) -> AppConfig:
@@ -273,10 +324,11 @@ class AppConfig(_Strict):
             )
         return self
 
-    def deployment_options(self) -> dict[str, dict[str, Any]]:
+    def deployment_options(self, services: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
         """Ray Serve options per deployment, in `serve.deployment` / serveConfigV2
         `deployments` terms: `build_app` applies them and `promptserve k8s render` writes
-        them, from this one place."""
+        them, from this one place. `services` are the family's other deployments
+        (`Family.services`): `indexer` is the one this config describes."""
         enc, gw = self.encoder, self.gateway
         batch = {
             "max_batch_size": enc.max_batch_size,
@@ -294,8 +346,19 @@ class AppConfig(_Strict):
         encoder_actor: dict[str, Any] = {"num_cpus": enc.num_cpus, "num_gpus": enc.num_gpus}
         if enc.resources:
             encoder_actor["resources"] = dict(enc.resources)
+        ix = self.indexer
+        extra: dict[str, dict[str, Any]] = {}
+        if "indexer" in services:
+            extra["indexer"] = {
+                "num_replicas": ix.num_replicas,
+                "max_ongoing_requests": ix.max_ongoing_requests,
+                "max_queued_requests": ix.max_queued_requests,
+                **shed,
+                "ray_actor_options": {"num_cpus": ix.num_cpus},
+            }
         if self.topology == "fused":
             return {
+                **extra,
                 "gateway": {
                     **scaling(enc.num_replicas, enc.autoscaling),
                     "max_ongoing_requests": gw.max_ongoing_requests,
@@ -303,9 +366,10 @@ class AppConfig(_Strict):
                     **shed,
                     "ray_actor_options": {**encoder_actor, "num_cpus": gw.num_cpus + enc.num_cpus},
                     "user_config": batch,
-                }
+                },
             }
         return {
+            **extra,
             "encoder": {
                 **scaling(enc.num_replicas, enc.autoscaling),
                 "max_ongoing_requests": enc.max_ongoing_requests,

@@ -55,6 +55,22 @@ class BackboneMismatch(ServeError):
     status, type = 409, "backbone_mismatch"
 
 
+class IndexNotFound(ServeError):
+    status, type = 404, "index_not_found"
+
+
+class IndexMismatch(ServeError):
+    """An index's vectors came from another backbone or prompt artifact than the request's."""
+
+    status, type = 409, "index_mismatch"
+
+
+class Conflict(ServeError):
+    """The request would replace something that exists (an index of that name)."""
+
+    status, type = 409, "conflict"
+
+
 class AuthenticationError(ServeError):
     status, type = 401, "authentication_error"
 

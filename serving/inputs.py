@@ -126,6 +126,12 @@ async def parse_images(
     return req, blobs
 
 
+async def parse_json(request: Request, limits: LimitsConfig, model: type[M]) -> M:
+    """A JSON body within `limits.max_body_bytes`, validated by `model` (a 400 naming the
+    first problem otherwise)."""
+    return _validate(await read_body(request, limits), model)
+
+
 def _validate(body: bytes, model: type[M]) -> M:
     try:
         return model.model_validate_json(body)

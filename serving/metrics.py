@@ -69,6 +69,26 @@ def _m() -> Any:
             "promptserve_store_quarantined_total",
             description="Stored prompts found corrupt and quarantined (not served).",
         )
+        tokens = rm.Counter(
+            "promptserve_tokens_total",
+            description="Tokens run through a text family's graph (prompt and text, no padding).",
+        )
+        index_documents = rm.Gauge(
+            "promptserve_index_documents",
+            description="Documents in each retrieval index.",
+            tag_keys=("index_id",),
+        )
+        index_writes = rm.Counter(
+            "promptserve_index_writes_total",
+            description="Documents added (or replaced) and deleted, by op.",
+            tag_keys=("op",),
+        )
+        index_query_latency = rm.Histogram(
+            "promptserve_index_query_latency_seconds",
+            description="Index search time per request (all its queries), by mode.",
+            boundaries=LATENCY_BUCKETS,
+            tag_keys=("mode",),
+        )
         text_cache_hits = rm.Counter(
             "promptserve_text_cache_hits_total",
             description="Free-label features served from cache.",

@@ -168,3 +168,42 @@ def server(ray_cluster, tiny_bundle, tmp_path_factory) -> dict:
         "secure_url": base + "/secure",
         "tight_url": base + "/tight",
     }
+
+
+# -- the llm family: tiny seeded causal LMs, saved as Hugging Face folders ---------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    """A tiny Llama (seed 0) as a model folder: load it with `local-dir:PATH`."""
+    from promptserve.models.llm.export.seeded import build_tiny_llm
+
+    return build_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny-llama", "llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> Path:
+    """A tiny Qwen2 (seed 0) as a model folder."""
+    from promptserve.models.llm.export.seeded import build_tiny_llm
+
+    return build_tiny_llm(tmp_path_factory.mktemp("llm") / "tiny-qwen2", "qwen2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_bundle(tiny_llm_dir, tmp_path_factory) -> Path:
+    """The exported bundle directory of `tiny_llm_dir` (open it with `Bundle(path)`)."""
+    from promptserve.models.llm.export.onnx import export_bundle
+
+    return export_bundle(
+        f"local-dir:{tiny_llm_dir}", tmp_path_factory.mktemp("llm-bundle"), progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_bundle(tiny_qwen_dir, tmp_path_factory) -> Path:
+    """The exported bundle directory of `tiny_qwen_dir`."""
+    from promptserve.models.llm.export.onnx import export_bundle
+
+    return export_bundle(
+        f"local-dir:{tiny_qwen_dir}", tmp_path_factory.mktemp("qwen-bundle"), progress=False
+    )

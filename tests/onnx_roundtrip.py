@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from promptserve.models.clip.export.onnx import _export
+from promptserve.exporters.onnx import trace as _export
 
 
 def assert_onnx_matches_torch(

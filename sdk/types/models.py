@@ -18,10 +18,13 @@ class ModelInfo(BaseModel):
     """Body returned by `GET /v1/models`."""
 
     backbone: str = Field(description="Id of the served backbone.")
-    embed_dim: int
-    engine: str = Field(description="torch or onnxruntime.")
-    image: ImageGeometry
-    max_images_per_request: int
+    family: str = Field("clip", description="The model family: clip or llm.")
+    embed_dim: int = Field(description="Width of the dense vectors (image/text embeddings).")
+    engine: str = Field(description="torch, onnxruntime or triton.")
+    image: ImageGeometry | None = Field(None, description="Input geometry (image families).")
+    max_images_per_request: int | None = None
+    max_texts_per_request: int | None = Field(None, description="Text families: texts a call takes.")
+    vocab_size: int | None = Field(None, description="Text families: sparse vector id range.")
     max_body_bytes: int
     tasks: list[str]
     anomaly_methods: list[str] = Field(

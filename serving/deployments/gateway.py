@@ -50,12 +50,20 @@ R = TypeVar("R", bound=BaseModel)
 class Gateway:
     """What every family's gateway does before and after its task routes."""
 
-    def __init__(self, config: AppConfig, encoder: Any | None, keys: ApiKeys) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        encoder: Any | None,
+        keys: ApiKeys,
+        services: dict[str, Any] | None = None,
+    ) -> None:
         """`encoder` is the encoder deployment's handle, or None for `topology: fused`, where
         this replica runs the encoder itself (serving/app.py wires both). `keys` are the API
         keys, resolved where the app was built and sent with it, never read from this
-        replica's environment (a cluster's replicas may not have the user's)."""
+        replica's environment (a cluster's replicas may not have the user's). `services` are
+        handles of the family's other deployments (`Family.services`), by name."""
         self.config = config
+        self.services: dict[str, Any] = dict(services or {})
         self.bundle = Bundle(config.bundle)
         self.encoder: EncoderLink = connect_encoder(config, self.bundle, encoder)
         self.store = PromptStore(config.prompts.store)

@@ -11,21 +11,14 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from promptserve.serving.api import ERRORS, Route
+from promptserve.serving.api import ERRORS, Route, json_body
 from promptserve.serving.deployments.gateway import Gateway
 from promptserve.serving.errors import InvalidInput
 from promptserve.serving.inputs import read_body
 from promptserve.serving.store import check_prompt_id
 from promptserve.types import PromptInfo, PromptList, RegisterPromptRequest
 
-_REGISTER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/RegisterPromptRequest"}}
-        },
-    }
-}
+_REGISTER_BODY = json_body(RegisterPromptRequest)
 
 
 class PromptRoutes(Gateway):

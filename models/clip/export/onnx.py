@@ -6,10 +6,7 @@ exists is a bundle that matches its backbone.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,12 +14,11 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from promptserve.exporters.onnx import FP32_TOLERANCE, ExportParityError, parity, trace
 from promptserve.models.bundle import (
     BUNDLE_FILE,
     BundleManifest,
     GraphInfo,
-    ParityResult,
-    output_agreement,
     read_signature,
 )
 from promptserve.models.clip.backbone import BackboneSpec
@@ -55,13 +51,8 @@ if TYPE_CHECKING:
         | SegmentVisionGraph
     )
 
-FP32_TOLERANCE = 1e-4
 DEFAULT_MAX_PROMPT_TOKENS = 16
 _PARITY_TEXTS = ["a photo of a dog.", "X X X X a cat.", "an origami airplane in the snow."]
-
-
-class ExportParityError(RuntimeError):
-    """The exported graph does not reproduce torch within tolerance."""
 
 
 def export_bundle(
@@ -105,7 +96,7 @@ def export_bundle(
     size = _image_size(model)
     pixels = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     steps.set_postfix_str("export vision graph")
-    _export(vision, (pixels,), out / "vision.onnx", bounds)
+    trace(vision, (pixels,), out / "vision.onnx", bounds)
     steps.update()
 
     tokenizer = open_clip.get_tokenizer(spec.arch)
@@ -115,7 +106,7 @@ def export_bundle(
     eot = ids.argmax(dim=-1)
     steps.set_postfix_str("export text graph")
     bounds["seq"] = (2, int(model.context_length))
-    _export(text, (emb, eot), out / "text.onnx", bounds)
+    trace(text, (emb, eot), out / "text.onnx", bounds)
     steps.update()
 
     graphs = {"vision": (vision, (pixels,)), "text": (text, (emb, eot))}
@@ -126,8 +117,8 @@ def export_bundle(
         steps.set_postfix_str("export prompted graphs")
         pv, pt = modules["vision_prompted"], modules["text_prompted"]
         v_args, t_args = _prompted_examples(pv, pt, pixels, emb, eot, tokens=2)
-        _export(pv, v_args, out / "vision_prompted.onnx", bounds)
-        _export(pt, t_args, out / "text_prompted.onnx", bounds)
+        trace(pv, v_args, out / "vision_prompted.onnx", bounds)
+        trace(pt, t_args, out / "text_prompted.onnx", bounds)
         # parity on other prompt lengths and depths than the traced ones
         graphs["vision_prompted"] = (pv, _prompted_examples(pv, pt, pixels, emb, eot, 3)[0])
         graphs["text_prompted"] = (pt, _prompted_examples(pv, pt, pixels, emb, eot, 3)[1])
@@ -146,7 +137,7 @@ def export_bundle(
         big = torch.randn(
             2, 3, anomaly.image_size, anomaly.image_size, generator=torch.Generator().manual_seed(1)
         )
-        _export(dense, (big,), out / "anomaly.onnx", bounds)
+        trace(dense, (big,), out / "anomaly.onnx", bounds)
         graphs["anomaly"] = (dense, (big[:1],))
         anomaly = anomaly.model_copy(
             update={"grid": anomaly.image_size // model.visual.conv1.kernel_size[0]}
@@ -156,7 +147,7 @@ def export_bundle(
     if winclip is not None:
         steps.set_postfix_str("export winclip graph")
         windows = modules["winclip"]
-        _export(windows, (pixels[:2],), out / "winclip.onnx", bounds)
+        trace(windows, (pixels[:2],), out / "winclip.onnx", bounds)
         graphs["winclip"] = (windows, (pixels[2:],))
         winclip = winclip.model_copy(update={"grid": windows.grid})
 
@@ -167,7 +158,7 @@ def export_bundle(
         crops = torch.randn(
             3, 3, seg.image_size, seg.image_size, generator=torch.Generator().manual_seed(2)
         )
-        _export(graph, (crops[:2],), out / f"{seg.graph}.onnx", bounds)
+        trace(graph, (crops[:2],), out / f"{seg.graph}.onnx", bounds)
         graphs[seg.graph] = (graph, (crops[2:],))
         grid = seg.image_size // model.visual.conv1.kernel_size[0]
         segment_specs[seg.method] = seg.model_copy(update={"grid": grid})
@@ -184,7 +175,7 @@ def export_bundle(
 
     steps.set_postfix_str("parity")
     parity = {
-        name: _parity(module, out / f"{name}.onnx", args, tolerance)
+        name: parity(module, out / f"{name}.onnx", args, tolerance)
         for name, (module, args) in graphs.items()
     }
     steps.update()
@@ -252,51 +243,6 @@ def _prompted_examples(pv, pt, pixels, emb, eot, tokens: int) -> tuple[tuple, tu
     )
     deep = 0.1 * torch.randn(pt.layers, tokens, emb.shape[-1], generator=g)
     return v_args, (emb, eot, deep, torch.tensor(pt.layers))
-
-
-def _export(
-    module: GraphModule, args: tuple, path: Path, bounds: dict[str, tuple[int, int]]
-) -> None:
-    """Axes named in the graph's `dynamic_axes` become dynamic dims with these bounds."""
-    dims = {name: torch.export.Dim(name, min=lo, max=hi) for name, (lo, hi) in bounds.items()}
-    shapes = {
-        name: {axis: dims[dim] for axis, dim in module.dynamic_axes[name].items()} or None
-        for name in module.input_names
-    }
-    # torch.onnx narrates every pass on stdout and warns about internals; the progress bar and
-    # the parity report are what users need to see.
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            input_names=list(module.input_names),
-            output_names=list(module.output_names),
-            dynamic_shapes=shapes,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-
-
-def _parity(module, path: Path, args: tuple, tolerance: float) -> ParityResult:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {n: a.numpy() for n, a in zip(module.input_names, args, strict=True)}
-    got = session.run(None, feeds)
-    with torch.no_grad():
-        want = module(*args)
-    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
-    diff, cos = output_agreement(got, want)
-    return ParityResult(
-        max_abs_diff=diff,
-        min_cosine=cos,
-        tolerance=tolerance,
-        batch=len(got[0]),
-        passed=diff <= tolerance,
-    )
 
 
 def _square(size: int | tuple[int, int] | list[int]) -> int:

@@ -18,8 +18,14 @@ BATCH_HEADER = "x-promptserve-batch-images"
 
 
 class ClipGateway(Gateway):
-    def __init__(self, config: Any, encoder: Any | None, keys: ApiKeys) -> None:
-        super().__init__(config, encoder, keys)
+    def __init__(
+        self,
+        config: Any,
+        encoder: Any | None,
+        keys: ApiKeys,
+        services: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(config, encoder, keys, services)
         self.clip = clip_config(self.bundle)
         # segmentation pads windows past an image's edge with the mean colour (0 once normalised)
         self.fill = tuple(round(255 * m) for m in self.clip.preprocess.mean)

@@ -1,0 +1,1 @@
+"""Export time (torch, transformers, onnx): the LLM bundle and the seeded test backbones."""

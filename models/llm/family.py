@@ -1,0 +1,52 @@
+"""The LLM family as the common layers see it (models/family.py)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from promptserve.models.artifacts import ArtifactManifest
+from promptserve.models.bundle import Bundle, BundleError
+from promptserve.models.family import Family
+from promptserve.models.llm.artifacts import LlmArtifactManifest
+from promptserve.models.llm.bundle import LlmBundleConfig, llm_config
+
+
+class LlmFamily(Family):
+    name: ClassVar[str] = "llm"
+    bundle_config: ClassVar[type[BaseModel]] = LlmBundleConfig
+    artifact_manifest: ClassVar[type[ArtifactManifest]] = LlmArtifactManifest
+
+    def torch_graphs(self, bundle: Bundle) -> dict[str, Any]:
+        from promptserve.models.llm.graph_set import bundle_modules
+
+        config = llm_config(bundle)
+        spec = config.backbone_spec
+        if spec.id != bundle.backbone_id:  # a local folder whose weights changed since export
+            raise BundleError(
+                f"{bundle.dir} was exported from {bundle.backbone_id}, but {spec.spec} now "
+                f"holds {spec.id}; re-export the bundle (its indexes belong to the old weights)"
+            )
+        return bundle_modules(spec.load(), config)
+
+    def deployments(self) -> tuple[type, type]:
+        from promptserve.models.llm.serve.encoder import LlmEncoder
+        from promptserve.models.llm.serve.gateway import GatewayIngress
+
+        return GatewayIngress, LlmEncoder
+
+    def services(self) -> dict[str, type]:
+        """The index holder (serving/deployments/indexer.py): its own deployment, since the
+        embedded index engine's files have one owner."""
+        from promptserve.serving.deployments.indexer import Indexer
+
+        return {"indexer": Indexer}
+
+    def import_commands(self) -> dict[str, Any]:
+        from promptserve.models.llm.export.commands import COMMANDS
+
+        return dict(COMMANDS)
+
+
+LLM = LlmFamily()

@@ -1,0 +1,1 @@
+"""Serving time (Ray, FastAPI): the LLM family gateway and encoder."""

@@ -1,0 +1,252 @@
+"""PromptReps retrieval served end to end on the tiny seeded LLM: representations, indexes
+(the embedded engine, for real), search in every mode, the BEIR evaluation CLI, and the
+refusals the issue lists.
+
+Expected values never come from the route under test: served representations are checked
+against the bare runtime (the same bundle run in-process without Serve), searches against an
+exact numpy search over those representations fused by the reference written from the
+official hybrid.py (tests/parity/hybrid_reference.py), and the evaluation against qrels of a
+set built so that each query shares its words with exactly one passage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import serve_config
+
+from promptserve import (
+    Client,
+    IndexMismatch,
+    IndexNotFound,
+    InvalidInput,
+)
+
+BEIR = Path(__file__).resolve().parents[2] / "sdk" / "data" / "beir-demo"
+ADMIN = "llm-admin-key"
+
+
+def _corpus() -> list[dict]:
+    return [json.loads(line) for line in (BEIR / "corpus.jsonl").read_text().splitlines()]
+
+
+def _queries() -> dict[str, str]:
+    rows = [json.loads(line) for line in (BEIR / "queries.jsonl").read_text().splitlines()]
+    return {q["_id"]: q["text"] for q in rows}
+
+
+@pytest.fixture(scope="module")
+def llm(ray_cluster, tiny_llm_bundle, tmp_path_factory):
+    """The LLM app at /llm: split topology, the embedded index engine under a temp dir, a
+    small token budget so batches split into length buckets, and the llama3 PromptReps prompt
+    registered as `reps`."""
+    from ray import serve
+
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.llm.artifacts import builtin_prompt
+    from promptserve.serving.app import build_app
+
+    root = tmp_path_factory.mktemp("llm")
+    cfg = serve_config(
+        tiny_llm_bundle,
+        root / "store",
+        index={"path": str(root / "indexes")},
+        encoder={"max_batch_tokens": 1024},
+        limits={"max_texts_per_request": 32, "max_k": 50, "max_document_chars": 4000},
+        auth={"admin_keys": [ADMIN], "api_keys_env": None, "admin_keys_env": None},
+    )
+    serve.run(build_app(cfg), name="llm", route_prefix="/llm", blocking=False)
+    url = ray_cluster["base_url"] + "/llm"
+    backbone = Bundle(tiny_llm_bundle).backbone_id
+    with Client(url, api_key=ADMIN, timeout=120) as client:
+        for _ in range(240):
+            if client.health():
+                break
+            import time
+
+            time.sleep(0.5)
+        artifact = builtin_prompt("llama3", backbone)
+        client.register_prompt(
+            (json.loads(artifact.manifest.model_dump_json()), None), prompt_id="reps"
+        )
+    try:
+        yield {"url": url, "config": cfg, "backbone": backbone, "artifact": artifact}
+    finally:
+        serve.delete("llm")
+
+
+@pytest.fixture(scope="module")
+def bare(tiny_llm_bundle, llm):
+    """The same bundle and prompt without Serve: the onnxruntime engine in this process."""
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.llm.bundle import llm_config
+    from promptserve.models.llm.promptreps import represent
+    from promptserve.models.llm.runtime import LlmGraphs
+    from promptserve.models.llm.tokenizer import LlmTokenizer
+    from promptserve.serving.engines.base import EngineOptions, create_engine
+
+    bundle = Bundle(tiny_llm_bundle)
+    graphs = LlmGraphs(create_engine("onnxruntime", bundle, EngineOptions()))
+    tokenizer = LlmTokenizer.from_file(bundle.dir / llm_config(bundle).tokenizer_file)
+    manifest = llm["artifact"].manifest
+
+    def run(texts, side):
+        return represent(graphs, tokenizer, manifest, list(texts), side)
+
+    return run
+
+
+def test_embed_matches_the_bare_runtime(llm, bare):
+    """Served dense and sparse representations equal the bare runtime's, for both prompt
+    sides, texts of mixed lengths batched together (token budget 1024)."""
+    texts = [d["text"] for d in _corpus()[:6]] + ["short query", "a" * 10]
+    with Client(llm["url"], api_key=ADMIN) as client:
+        for side in ("query", "passage"):
+            served = client.embed(texts, prompt_id="reps", kind=side, sparse_tokens=True)
+            want = bare(texts, side)
+            for got, ref in zip(served.data, want, strict=True):
+                np.testing.assert_allclose(got.dense, ref.dense, atol=1e-5)
+                assert got.sparse.indices == ref.indices.tolist()
+                np.testing.assert_allclose(got.sparse.values, ref.values, atol=1e-5)
+                assert len(got.sparse.tokens) == len(got.sparse.indices)
+                assert got.truncated is False
+
+
+def _exact(client, index_docs, queries):
+    """Exact dense (inner product) and sparse (dot product of the index's quantised weights,
+    as pyserini's impact search scores) runs, from /v1/embed's representations."""
+    docs = client.embed([d["text"] if not d.get("title") else f"{d['title']} {d['text']}".strip()
+                         for d in index_docs], prompt_id="reps", kind="passage")  # fmt: skip
+    qs = client.embed(queries, prompt_id="reps", kind="query")
+    ids = [d["_id"] for d in index_docs]
+    dmat = np.array([e.dense for e in docs.data])
+    dense_runs, sparse_runs = [], []
+    for q in qs.data:
+        scores = dmat @ np.array(q.dense)
+        dense_runs.append(sorted(zip(ids, scores.tolist(), strict=False), key=lambda t: -t[1]))
+        qw = dict(zip(q.sparse.indices, np.rint(np.array(q.sparse.values) * 100), strict=False))
+        sparse_scores = []
+        for doc_id, e in zip(ids, docs.data, strict=True):
+            dw = dict(zip(e.sparse.indices, np.rint(np.array(e.sparse.values) * 100), strict=False))
+            s = sum(qw[t] * dw[t] for t in qw.keys() & dw.keys())
+            if s > 0:
+                sparse_scores.append((doc_id, float(s)))
+        sparse_runs.append(sorted(sparse_scores, key=lambda t: -t[1]))
+    return dense_runs, sparse_runs
+
+
+def test_index_and_retrieve_every_mode(llm):
+    """Bulk add (chunked, concurrent), then dense, sparse and hybrid searches equal exact
+    searches over the same representations, the hybrid fused by the official formula."""
+    from hybrid_reference import fuse  # tests/parity/hybrid_reference.py
+
+    corpus = _corpus()
+    queries = list(_queries().values())[:8]
+    with Client(llm["url"], api_key=ADMIN) as client:
+        client.create_index("demo", prompt_id="reps")
+        out = client.index_documents(corpus, index_id="demo", chunk_size=7, concurrency=3)
+        assert (out.added, out.skipped, out.documents) == (len(corpus), 0, len(corpus))
+        dense_runs, sparse_runs = _exact(client, corpus, queries)
+        k = 10
+        got = {
+            m: client.retrieve(queries, index_id="demo", k=k, mode=m)
+            for m in ("dense", "sparse", "hybrid")
+        }
+    for i in range(len(queries)):
+        dense = [(h.id, h.score) for h in got["dense"].results[i].hits]
+        assert [d for d, _ in dense] == [d for d, _ in dense_runs[i][:k]]
+        np.testing.assert_allclose(
+            [s for _, s in dense], [s for _, s in dense_runs[i][:k]], atol=1e-4
+        )
+        sparse = [(h.id, h.score) for h in got["sparse"].results[i].hits]
+        assert [s for _, s in sparse] == pytest.approx([s for _, s in sparse_runs[i][:k]])
+        want = fuse(dense_runs[i], sparse_runs[i], alpha=0.5)[:k]
+        hybrid = [(h.id, h.score) for h in got["hybrid"].results[i].hits]
+        assert [d for d, _ in hybrid] == [d for d, _ in want]
+        np.testing.assert_allclose([s for _, s in hybrid], [s for _, s in want], atol=1e-4)
+
+
+def test_resume_delete_and_idempotent_add(llm):
+    corpus = _corpus()[:10]
+    with Client(llm["url"], api_key=ADMIN) as client:
+        client.create_index("resume", prompt_id="reps")
+        first = client.index_documents(corpus[:4], index_id="resume")
+        assert (first.added, first.documents) == (4, 4)
+        again = client.index_documents(corpus, index_id="resume")
+        assert (again.added, again.skipped, again.documents) == (6, 4, 10)
+        forced = client.index_documents(corpus[:3], index_id="resume", skip_existing=False)
+        assert (forced.added, forced.documents) == (3, 10)  # replaced, not duplicated
+        assert client.delete_documents(["d00", "d01", "nope"], index_id="resume") == 2
+        assert client.get_index("resume").documents == 8
+        hits = client.retrieve(["volcano lava"], index_id="resume", k=10, mode="dense")
+        assert "d00" not in {h.id for h in hits.results[0].hits}
+        client.delete_index("resume")
+        with pytest.raises(IndexNotFound):
+            client.get_index("resume")
+
+
+def test_refusals(llm):
+    """404 unknown index; 400 for a document without text (nothing of the batch written),
+    duplicate ids and k above the limit; 409 for an index whose prompt content changed;
+    texts over the prompt's max length are truncated and said so."""
+    base = llm["url"]
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with Client(base, api_key=ADMIN) as client:
+        with pytest.raises(IndexNotFound):
+            client.retrieve(["x"], index_id="missing")
+        client.create_index("strict", prompt_id="reps")
+        bad = {"documents": [{"id": "a", "text": "fine text"}, {"id": "b"}]}
+        r = httpx.post(f"{base}/v1/indexes/strict/documents", json=bad, headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["param"].startswith("documents")
+        assert client.get_index("strict").documents == 0
+        dup = {"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}
+        r = httpx.post(f"{base}/v1/indexes/strict/documents", json=dup, headers=headers)
+        assert r.status_code == 400 and "twice" in r.json()["error"]["message"]
+        r = httpx.post(
+            f"{base}/v1/retrieve",
+            json={"queries": ["x"], "index_id": "strict", "k": 51},
+            headers=headers,
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "k"
+        # a prompt with a short max length: long texts are cut, and the answer says so
+        manifest = json.loads(llm["artifact"].manifest.model_dump_json())
+        manifest["hparams"] = {**manifest["hparams"], "passage_max_len": 8, "query_max_len": 8}
+        client.register_prompt((manifest, None), prompt_id="short")
+        out = client.embed(["one two three four five six seven eight nine ten eleven twelve"],
+                           prompt_id="short", kind="passage")  # fmt: skip
+        assert out.data[0].truncated is True
+        client.create_index("short-ix", prompt_id="short")
+        added = client.index_documents([("long", "word " * 50)], index_id="short-ix")
+        assert added.truncated == ["long"]
+        # the prompt id now names other content: the index's vectors no longer match it
+        manifest["hparams"]["passage_max_len"] = 9
+        client.register_prompt((manifest, None), prompt_id="short")
+        with pytest.raises(IndexMismatch):
+            client.retrieve(["word"], index_id="short-ix")
+        with pytest.raises(InvalidInput):
+            client.create_index("bad id!", prompt_id="reps")
+    # the server still serves
+    with Client(base, api_key=ADMIN) as client:
+        assert client.retrieve(["volcano"], index_id="demo", k=3, mode="sparse").results
+
+
+def test_eval_cli_reports_ndcg_through_the_served_path(llm, capsys, tmp_path):
+    """`promptserve eval retrieve` indexes the BEIR folder and scores every mode with
+    pytrec_eval. Each query shares content words with its one relevant passage only, so the
+    sparse run (term matching) ranks it high even with random weights."""
+    from promptserve.cli import main
+
+    report = tmp_path / "eval.json"
+    code = main(["eval", "retrieve", "--data", str(BEIR), "--index-id", "beir", "--prompt-id",
+                 "reps", "--url", llm["url"], "--api-key", ADMIN, "--k", "100", "--json", str(report)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "nDCG@10" in printed and "hybrid" in printed
+    results = json.loads(report.read_text())
+    assert set(results) == {"dense", "sparse", "hybrid"}
+    assert results["sparse"]["nDCG@10"] > 0.5, results
+    assert results["sparse"]["Recall@100"] == 1.0 or results["sparse"]["Recall@100"] > 0.9
