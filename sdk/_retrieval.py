@@ -32,6 +32,7 @@ from promptserve.types import (
     IndexInfo,
     IndexList,
     LookupDocumentsResponse,
+    ModelInfo,
     RetrieveRequest,
     RetrieveResponse,
 )
@@ -125,11 +126,26 @@ def _bar(total: int, progress: bool | None, desc: str) -> Any:
 # -- the twins ----------------------------------------------------------------------------------
 
 
+def _clamped(chunk_size: int, info: ModelInfo | None) -> int:
+    """`chunk_size`, at most the server's `max_texts_per_request`."""
+    if chunk_size < 1:
+        raise InvalidInput("`chunk_size` must be >= 1", param="chunk_size")
+    if info is None or info.max_texts_per_request is None:
+        return chunk_size
+    return min(chunk_size, info.max_texts_per_request)
+
+
 class RetrievalMixin:
     """Retrieval methods of `Client`."""
 
     _request: Callable[..., httpx.Response]
     _parse: Callable[..., Any]
+    _model_info: ModelInfo | None
+    model_info: Callable[..., ModelInfo]
+
+    def _texts_per_request(self, chunk_size: int) -> int:
+        """Chunks no larger than the server takes (asks it once per client)."""
+        return _clamped(chunk_size, self._model_info or self.model_info())
 
     def _post(self, path: str, body: BaseModel, model: type[M], timeout: Timeout | None) -> M:
         parsed: M = self._parse(self._request("POST", path, body=body, timeout=timeout), model)
@@ -183,7 +199,8 @@ class RetrievalMixin:
             body = template.model_copy(update={"texts": list(chunk[1])})
             return chunk[0], self._post("/v1/embed", body, EmbedResponse, timeout)
 
-        return _merge_embed(self._pool(send, _chunks(items, chunk_size), concurrency))
+        size = self._texts_per_request(chunk_size)
+        return _merge_embed(self._pool(send, _chunks(items, size), concurrency))
 
     def create_index(
         self, index_id: str, *, prompt_id: str, timeout: Timeout | None = None
@@ -263,7 +280,8 @@ class RetrievalMixin:
                 bar.update(len(chunk[1]))
                 return out
 
-            answers = self._pool(send, _chunks(docs, chunk_size), concurrency) if docs else []
+            size = self._texts_per_request(chunk_size)
+            answers = self._pool(send, _chunks(docs, size), concurrency) if docs else []
         for a in answers:
             result.added += a.added
             result.truncated += a.truncated
@@ -318,7 +336,8 @@ class RetrievalMixin:
             body = template.model_copy(update={"queries": list(chunk[1])})
             return chunk[0], self._post("/v1/retrieve", body, RetrieveResponse, timeout)
 
-        return _merge_retrieve(self._pool(send, _chunks(items, chunk_size), concurrency))
+        size = self._texts_per_request(chunk_size)
+        return _merge_retrieve(self._pool(send, _chunks(items, size), concurrency))
 
 
 class AsyncRetrievalMixin:
@@ -326,6 +345,11 @@ class AsyncRetrievalMixin:
 
     _request: Callable[..., Any]
     _parse: Callable[..., Any]
+    _model_info: ModelInfo | None
+    model_info: Callable[..., Any]
+
+    async def _texts_per_request(self, chunk_size: int) -> int:
+        return _clamped(chunk_size, self._model_info or await self.model_info())
 
     async def _post(self, path: str, body: BaseModel, model: type[M], timeout: Timeout | None) -> M:
         parsed: M = self._parse(
@@ -368,7 +392,8 @@ class AsyncRetrievalMixin:
             body = template.model_copy(update={"texts": list(chunk[1])})
             return chunk[0], await self._post("/v1/embed", body, EmbedResponse, timeout)
 
-        return _merge_embed(await self._gather(send, _chunks(items, chunk_size), concurrency))
+        size = await self._texts_per_request(chunk_size)
+        return _merge_embed(await self._gather(send, _chunks(items, size), concurrency))
 
     async def create_index(
         self, index_id: str, *, prompt_id: str, timeout: Timeout | None = None
@@ -433,9 +458,8 @@ class AsyncRetrievalMixin:
                 bar.update(len(chunk[1]))
                 return out
 
-            answers = (
-                await self._gather(send, _chunks(docs, chunk_size), concurrency) if docs else []
-            )
+            size = await self._texts_per_request(chunk_size)
+            answers = await self._gather(send, _chunks(docs, size), concurrency) if docs else []
         for a in answers:
             result.added += a.added
             result.truncated += a.truncated
@@ -482,4 +506,5 @@ class AsyncRetrievalMixin:
             body = template.model_copy(update={"queries": list(chunk[1])})
             return chunk[0], await self._post("/v1/retrieve", body, RetrieveResponse, timeout)
 
-        return _merge_retrieve(await self._gather(send, _chunks(items, chunk_size), concurrency))
+        size = await self._texts_per_request(chunk_size)
+        return _merge_retrieve(await self._gather(send, _chunks(items, size), concurrency))

@@ -37,10 +37,10 @@ def build_app(config: AppConfig, *, user_config: dict[str, Any] | None = None) -
         options["gateway" if config.topology == "fused" else "encoder"]["user_config"] = user_config
     gateway: Any = serve.deployment(gateway_cls, name="gateway", **options["gateway"])
     # services (e.g. an index holder) are their own deployments in either topology
-    services = {
-        name: serve.deployment(cls, name=name, **options.get(name, {})).bind(config)
-        for name, cls in family.services().items()
-    }
+    services: dict[str, Any] = {}
+    for name, cls in family.services().items():
+        deployment: Any = serve.deployment(cls, name=name, **options.get(name, {}))
+        services[name] = deployment.bind(config)
     if config.topology == "fused":
         app: Application = gateway.bind(config, None, keys, services)
         return app

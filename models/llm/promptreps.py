@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from promptserve.models.artifacts import ArtifactError
-from promptserve.models.llm.artifacts import LlmArtifactManifest, Side
+from promptserve.models.llm.artifacts import LlmArtifactManifest, PromptRepsParams, Side
 from promptserve.models.llm.tokenizer import LlmTokenizer
 from promptserve.models.llm.words import content_words
 
@@ -203,6 +203,22 @@ def select_sparse(
     return indices.astype(np.int64), values.astype(np.float32)
 
 
+def sparse_terms(
+    tokenizer: LlmTokenizer, params: PromptRepsParams, sparse_row: np.ndarray, text: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One text's sparse representation from its graph row, with the prompt's settings: the
+    text's own term ids, top-k, and the expansion terms if the prompt asks for them. The one
+    place both `represent` and the serving encoder select terms."""
+    expansion = tokenizer.expansion_ids() if params.num_expanded_tokens else None
+    return select_sparse(
+        sparse_row,
+        term_ids(tokenizer, text),
+        params.top_k,
+        expansion_ids=expansion,
+        expansion_k=params.num_expanded_tokens,
+    )
+
+
 def quantize(values: np.ndarray, scale: int = PYSERINI_SCALE) -> np.ndarray:
     """Integer impact weights for pyserini: `np.rint(values * 100).astype(int)` on float32
     values, as `encode.py::get_valid_tokens_values` writes them (int64)."""
@@ -231,16 +247,9 @@ def represent(
     encoded = encode_texts(tokenizer, prefix, suffix, texts, params.max_len(side))
     input_ids, attention_mask = collate([e.ids for e in encoded], pad_id, multiple)
     dense, sparse = graphs.encode(input_ids, attention_mask)
-    expansion = tokenizer.expansion_ids() if params.num_expanded_tokens else None
     out = []
     for row, (text, e) in enumerate(zip(texts, encoded, strict=True)):
-        indices, values = select_sparse(
-            sparse[row],
-            term_ids(tokenizer, text),
-            params.top_k,
-            expansion_ids=expansion,
-            expansion_k=params.num_expanded_tokens,
-        )
+        indices, values = sparse_terms(tokenizer, params, sparse[row], text)
         out.append(
             Representation(
                 dense=np.asarray(dense[row], dtype=np.float32),

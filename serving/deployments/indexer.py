@@ -88,7 +88,7 @@ class Indexer:
             )
         return record
 
-    async def list(self) -> list[IndexRecord]:
+    async def records(self) -> list[IndexRecord]:
         return await asyncio.to_thread(self.catalog.list)
 
     async def drop(self, index_id: str) -> None:
@@ -165,6 +165,7 @@ class Indexer:
         record = await self.get(index_id)
         index = self._index(record)
         started = time.perf_counter()
+        hits: list[list[Hit]]
         if mode in ("dense", "sparse"):
             hits = await asyncio.to_thread(index.search, mode, dense=dense, sparse=sparse, k=k)
         else:

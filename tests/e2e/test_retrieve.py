@@ -142,7 +142,7 @@ def _exact(client, index_docs, queries):
 def test_index_and_retrieve_every_mode(llm):
     """Bulk add (chunked, concurrent), then dense, sparse and hybrid searches equal exact
     searches over the same representations, the hybrid fused by the official formula."""
-    from hybrid_reference import fuse  # tests/parity/hybrid_reference.py
+    from parity.hybrid_reference import fuse
 
     corpus = _corpus()
     queries = list(_queries().values())[:8]
@@ -242,11 +242,11 @@ def test_eval_cli_reports_ndcg_through_the_served_path(llm, capsys, tmp_path):
 
     report = tmp_path / "eval.json"
     code = main(["eval", "retrieve", "--data", str(BEIR), "--index-id", "beir", "--prompt-id",
-                 "reps", "--url", llm["url"], "--api-key", ADMIN, "--k", "100", "--json", str(report)])  # fmt: skip
+                 "reps", "--url", llm["url"], "--api-key", ADMIN, "--k", "50", "--json", str(report)])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "nDCG@10" in printed and "hybrid" in printed
     results = json.loads(report.read_text())
     assert set(results) == {"dense", "sparse", "hybrid"}
     assert results["sparse"]["nDCG@10"] > 0.5, results
-    assert results["sparse"]["Recall@100"] == 1.0 or results["sparse"]["Recall@100"] > 0.9
+    assert results["sparse"]["Recall@100"] > 0.9, results

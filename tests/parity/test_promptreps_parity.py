@@ -258,6 +258,7 @@ def test_expansion_terms_match_the_official_encode(model_case, nltk_official, si
     graphs = LlmGraphs(create_engine("onnxruntime", bundle, EngineOptions()))
     reps = represent(graphs, tokenizer, manifest, texts, side, pad_id=config.pad_token_id)
     for rep, text, (dense, weights, vector) in zip(reps, texts, want, strict=True):
+        np.testing.assert_allclose(rep.dense, dense, atol=ATOL, rtol=0)
         own = len(term_ids(tokenizer, text))
         if own:  # text terms, then five expansion terms from outside the text
             assert len(rep.indices) == min(own, 128) + 5

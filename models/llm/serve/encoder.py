@@ -19,14 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
-from promptserve.models.llm.artifacts import LlmArtifactManifest, PromptRepsParams, validate
+from promptserve.models.llm.artifacts import SIDES, LlmArtifactManifest, PromptRepsParams, validate
 from promptserve.models.llm.bundle import llm_config
 from promptserve.models.llm.promptreps import (
     collate,
     encode_texts,
     prompt_ids,
-    select_sparse,
-    term_ids,
+    sparse_terms,
 )
 from promptserve.models.llm.runtime import LlmGraphs
 from promptserve.models.llm.serve.calls import EmbedCall, Reps, Side
@@ -110,10 +109,7 @@ class LlmEncoder(Encoder):
     def _tokenize(self, artifact: PromptArtifact) -> LoadedPrompt:
         manifest = artifact.manifest
         assert isinstance(manifest, LlmArtifactManifest)
-        sides = {
-            side: prompt_ids(self.tokenizer, manifest, side)  # type: ignore[arg-type]
-            for side in ("query", "passage")
-        }
+        sides = {side: prompt_ids(self.tokenizer, manifest, side) for side in SIDES}
         return LoadedPrompt(manifest, PromptRepsParams.model_validate(manifest.hparams), sides)
 
     async def _prompt(self, ref: PromptRef) -> LoadedPrompt:
@@ -160,11 +156,9 @@ class LlmEncoder(Encoder):
             indices = values = None
             strings = None
             if call.sparse:
-                indices, values = select_sparse(
-                    sparse, term_ids(self.tokenizer, text), prompt.params.top_k
-                )
+                indices, values = sparse_terms(self.tokenizer, prompt.params, sparse, text)
                 if call.tokens:
-                    strings = [self.tokenizer.id_to_token(int(i)) for i in indices]
+                    strings = [self.tokenizer.id_to_token(int(i)) or "" for i in indices]
             out.append(
                 Reps(
                     dense=dense if call.dense else None,

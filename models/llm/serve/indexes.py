@@ -13,6 +13,7 @@ import numpy as np
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from promptserve.models.llm.promptreps import passage_text
 from promptserve.models.llm.serve.base import LlmGateway, check_index_id
 from promptserve.serving.api import ERRORS, Route, json_body
 from promptserve.serving.errors import InvalidInput
@@ -36,12 +37,6 @@ _DOCS = "/v1/indexes/{index_id}/documents"
 
 def index_info(record: IndexRecord) -> IndexInfo:
     return IndexInfo.model_validate(record.model_dump())
-
-
-def passage(title: str | None, text: str) -> str:
-    """The passage text as the official encode reads a BEIR document: `f"{title} {text}"`,
-    stripped (ielab/PromptReps, tevatron's BEIR corpus loader)."""
-    return f"{title or ''} {text}".strip()
 
 
 class IndexRoutes(LlmGateway):
@@ -123,7 +118,7 @@ class IndexRoutes(LlmGateway):
     async def list_indexes(self, request: Request) -> IndexList:
         async def run() -> IndexList:
             self.authorize(request)
-            records = await self.indexer.list.remote()
+            records = await self.indexer.records.remote()
             return IndexList(data=[index_info(r) for r in records])
 
         return await self.observe("indexes.list", run)
@@ -150,12 +145,12 @@ class IndexRoutes(LlmGateway):
             req = await parse_json(request, self.config.limits, AddDocumentsRequest)
             docs = req.documents
             _check_ids([d.id for d in docs], "documents")
-            texts = [passage(d.title, d.text) for d in docs]
+            texts = [passage_text(d.text, d.title) for d in docs]
             self.check_texts(texts, "documents")
             record, ref = await self.index_prompt(index_id, "retrieve")
             reps = await self.represent(ref, texts, "passage")
-            dense = np.stack([r.dense for r in reps]).astype(np.float32)
-            sparse = [SparseVector(r.indices, r.values) for r in reps]
+            dense = np.stack([r.dense for r in reps if r.dense is not None]).astype(np.float32)
+            sparse = [SparseVector(r.indices, r.values) for r in reps]  # type: ignore[arg-type]
             ids = [d.id for d in docs]
             updated = await self.indexer.upsert.remote(record.index_id, ids, dense, sparse)
             body = AddDocumentsResponse(

@@ -53,8 +53,12 @@ class RetrieveRoutes(LlmGateway):
             reps = await self.represent(
                 ref, req.queries, "query", dense=dense_needed, sparse=sparse_needed
             )
-            dense = np.stack([r.dense for r in reps]) if dense_needed else None
-            sparse = [SparseVector(r.indices, r.values) for r in reps] if sparse_needed else None
+            dense = (
+                np.stack([r.dense for r in reps if r.dense is not None]) if dense_needed else None
+            )
+            sparse = None
+            if sparse_needed:
+                sparse = [SparseVector(r.indices, r.values) for r in reps]  # type: ignore[arg-type]
             runs = await self.indexer.search.remote(
                 record.index_id,
                 req.mode,
