@@ -3,15 +3,16 @@ serve` runs, so the local server and the cluster cannot drift apart.
 
 The app config goes into `serveConfigV2` unchanged except for paths: local paths (relative to
 the config file, as `load_config` reads them) become paths under the data volume's mount, and
-fsspec URLs (s3://, gs://, ...) stay as they are. Deployment options (replicas or autoscaling,
-concurrency and queue limits, actor resources) come from `AppConfig.deployment_options`, which
-`build_app` applies locally.
+fsspec URLs (s3://, gs://, ...) stay as they are; state the cluster keeps (the prompt store,
+the index engine's files and catalog) goes on the volume. Deployment options (replicas or
+autoscaling, concurrency and queue limits, actor resources) come from
+`AppConfig.deployment_options`, which `build_app` applies locally.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -93,6 +94,19 @@ class Storage(_Strict):
     prompts_store: str | None = Field(
         None, description="Registered prompts in the cluster (default <mount_path>/prompts)."
     )
+    indexes: str | None = Field(
+        None,
+        description="The index engine's directory in the cluster: the embedded engine's files "
+        "and the index catalog (<indexes>/catalog), shared by indexer replicas; default "
+        "<mount_path>/indexes.",
+    )
+
+
+class SecretKey(_Strict):
+    """One entry of a Secret in the app's namespace."""
+
+    name: str
+    key: str
 
 
 class ClusterConfig(_Strict):
@@ -111,6 +125,14 @@ class ClusterConfig(_Strict):
         "promptserve-api-keys",
         description="Secret whose `api-keys` entry becomes PROMPTSERVE_API_KEYS (read keys) and "
         "optional `admin-keys` entry PROMPTSERVE_ADMIN_KEYS (admin keys); None = no auth.",
+    )
+    index_api_key: SecretKey | None = Field(
+        SecretKey(name="qdrant-apikey", key="api-key"),
+        description="A server index engine's API key (index.engine qdrant): this Secret entry "
+        "becomes the variable the app config's index.api_key_env names (QDRANT_API_KEY), "
+        "optional, so a Qdrant without a key needs no Secret. The default is the name and key "
+        "of the Secret the official Qdrant chart makes (`apiKey: true`), copied to this "
+        "namespace; None passes none.",
     )
     idle_timeout_s: int = Field(
         300, ge=0, description="Autoscaler: idle worker pods removed after."
@@ -144,7 +166,9 @@ def cluster_app_config(
 ) -> dict[str, Any]:
     """The app config as the cluster runs it: local paths (relative to the config file, as
     `load_config` reads them) mapped from `data_root` onto the data volume's mount, fsspec URLs
-    kept, the prompt store on the volume (or the config's URL), HTTP on all interfaces."""
+    kept, the prompt store on the volume (or the config's URL), the index engine's directory
+    and catalog on the volume (local paths only: a laptop's directory means nothing to the
+    pods, and indexer replicas must share one catalog), HTTP on all interfaces."""
     config = AppConfig.model_validate(raw)  # the same validation `promptserve serve` applies
     root = Path(os.path.abspath(data_root.expanduser()))  # as written: symlinks not followed
 
@@ -164,6 +188,9 @@ def cluster_app_config(
     data["prompts"]["preload"] = [on_volume(p) for p in config.prompts.preload]
     if "://" not in config.prompts.store:
         data["prompts"]["store"] = storage.prompts_store or f"{storage.mount_path}/prompts"
+    indexes = storage.indexes or f"{storage.mount_path}/indexes"
+    data["index"]["path"] = indexes
+    data["index"]["catalog"] = f"{indexes}/catalog"
     data["http"] = {"host": "0.0.0.0", "port": SERVE_PORT}
     return data
 
@@ -173,22 +200,36 @@ def _local(path: str, config_dir: Path) -> str:
     return path if "://" in path else str(config_dir / Path(path).expanduser())
 
 
-def _services(bundle: str) -> list[str]:
+RETRIEVAL_SECTIONS = ("index", "indexer")
+
+
+def _services(bundle: str, declared: Mapping[str, Any] | None) -> list[str]:
     """The family's extra deployments (e.g. the LLM family's `indexer`), read from the bundle
-    where it is on this machine; none where it is not (a remote URL)."""
+    where it is on this machine. Where it is not (a URL, or a bundle that lives only on the
+    cluster's volume) the app config as written says: a section the indexer reads (`index`,
+    `indexer`) makes it a retrieval app, which runs the indexer; else none. `declared` is
+    that config before defaults are filled in (a validated config has every section)."""
     from promptserve.models.bundle import Bundle, BundleError
 
     try:
         return list(Bundle(bundle).family.services())
     except (BundleError, OSError, ValueError):
+        if declared is not None and any(s in declared for s in RETRIEVAL_SECTIONS):
+            return ["indexer"]
         return []
 
 
-def serve_config(app: dict[str, Any], bundle_dir: str | None = None) -> dict[str, Any]:
+def serve_config(
+    app: dict[str, Any],
+    bundle_dir: str | None = None,
+    *,
+    declared: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """serveConfigV2: one application built by `app_builder` from the inline config, with the
-    deployment options `build_app` would use."""
+    deployment options `build_app` would use. `declared`: the app config as written, which
+    names the family's deployments where the bundle cannot be read here (`_services`)."""
     config = AppConfig.model_validate(app)
-    options = config.deployment_options(services=_services(bundle_dir or config.bundle))
+    options = config.deployment_options(services=_services(bundle_dir or config.bundle, declared))
     deployments = [{"name": n, **opts} for n, opts in options.items()]
     return {
         "proxy_location": "EveryNode",
@@ -207,7 +248,12 @@ def serve_config(app: dict[str, Any], bundle_dir: str | None = None) -> dict[str
 
 
 def _container(
-    cluster: ClusterConfig, resources: PodResources, *, head: bool, ready_path: str
+    cluster: ClusterConfig,
+    resources: PodResources,
+    *,
+    head: bool,
+    ready_path: str,
+    index_key_env: str | None = None,
 ) -> dict[str, Any]:
     ports = [{"containerPort": METRICS_PORT, "name": "metrics"}]
     if head:
@@ -236,6 +282,14 @@ def _container(
                         "optional": True,
                     }
                 },
+            }
+        )
+    if index_key_env and cluster.index_api_key:  # read by the indexer replicas (qdrant engine)
+        ref = cluster.index_api_key
+        env.append(
+            {
+                "name": index_key_env,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key, "optional": True}},
             }
         )
     container: dict[str, Any] = {
@@ -357,12 +411,8 @@ def render_rayservice(
         overrides = _merge(
             overrides, {"engine": {"name": "triton", "triton": triton}, "encoder": {"num_gpus": 0}}
         )
-    app = cluster_app_config(
-        _merge(raw_app, overrides),
-        cluster.storage,
-        config_dir=config_dir,
-        data_root=data_root,
-    )
+    declared = _merge(raw_app, overrides)
+    app = cluster_app_config(declared, cluster.storage, config_dir=config_dir, data_root=data_root)
     auth = app["auth"]
     if (
         auth["enabled"]
@@ -377,6 +427,8 @@ def render_rayservice(
         )
     w = cluster.workers
     ready = app["route_prefix"].rstrip("/") + "/readyz"
+    index = AppConfig.model_validate(app).index
+    key_env = None if index.embedded else index.api_key_env  # a server engine's API key
     worker_resources, sidecars = w.resources, []
     if cluster.triton is not None:
         sidecars = [_triton_container(cluster, w.resources.gpus)]
@@ -402,7 +454,8 @@ def render_rayservice(
         "spec": {
             "upgradeStrategy": {"type": cluster.upgrade},
             "serveConfigV2": yaml.safe_dump(
-                serve_config(app, bundle_dir=_local(raw_app.get("bundle", ""), config_dir)),
+                serve_config(app, bundle_dir=_local(raw_app.get("bundle", ""), config_dir),
+                             declared=declared),
                 sort_keys=False,
             ),
             "rayClusterConfig": {
@@ -417,7 +470,8 @@ def render_rayservice(
                     "rayStartParams": head_params,
                     "template": _pod(
                         cluster,
-                        _container(cluster, cluster.head, head=True, ready_path=ready),
+                        _container(cluster, cluster.head, head=True, ready_path=ready,
+                                   index_key_env=key_env),
                         cluster.head_node_selector,
                         [],
                     ),
@@ -433,7 +487,8 @@ def render_rayservice(
                             cluster,
                             _pod(
                                 cluster,
-                                _container(cluster, worker_resources, head=False, ready_path=ready),
+                                _container(cluster, worker_resources, head=False, ready_path=ready,
+                                           index_key_env=key_env),
                                 w.node_selector,
                                 w.tolerations,
                                 sidecars,

@@ -54,6 +54,10 @@ def run_retrieval(workdir: Path, *, port: int) -> None:
             "http": {"port": port},
             "prompts": {"store": str(scratch / "prompts")},
             "index": {"path": str(scratch / "indexes")},
+            # beside the CLIP app on a 2-core machine: Ray counts CPUs, these replicas mostly wait
+            "encoder": {"num_cpus": 0.5},
+            "gateway": {"num_cpus": 0.0},
+            "indexer": {"num_cpus": 0.0},
             "log_level": "WARNING",
         }
     )

@@ -8,8 +8,10 @@ always shut down.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 API_KEY = "test-secret-key"
+LLM_ADMIN = "llm-admin-key"
 ANOMALY_TAPS = (1, 2, 3)
 WINCLIP_SCALES = (2, 3)
 SEGMENT_METHODS = ("sclip", "clearclip", "maskclip")  # the served default first
@@ -207,3 +210,42 @@ def tiny_qwen_bundle(tiny_qwen_dir, tmp_path_factory) -> Path:
     return export_bundle(
         f"local-dir:{tiny_qwen_dir}", tmp_path_factory.mktemp("qwen-bundle"), progress=False
     )
+
+
+@pytest.fixture(scope="session")
+def llm_server(ray_cluster, tiny_llm_bundle, tmp_path_factory):
+    """The LLM app at /llm: split topology, the embedded index engine under a temp dir, a
+    small token budget so batches split into length buckets, and the llama3 PromptReps prompt
+    registered as `reps`."""
+    from ray import serve
+
+    from promptserve import Client
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.llm.artifacts import builtin_prompt
+    from promptserve.serving.app import build_app
+
+    root = tmp_path_factory.mktemp("llm")
+    cfg = serve_config(
+        tiny_llm_bundle,
+        root / "store",
+        index={"path": str(root / "indexes")},
+        encoder={"max_batch_tokens": 1024},
+        limits={"max_texts_per_request": 32, "max_k": 50, "max_document_chars": 4000},
+        auth={"admin_keys": [LLM_ADMIN], "api_keys_env": None, "admin_keys_env": None},
+    )
+    serve.run(build_app(cfg), name="llm", route_prefix="/llm", blocking=False)
+    url = ray_cluster["base_url"] + "/llm"
+    backbone = Bundle(tiny_llm_bundle).backbone_id
+    with Client(url, api_key=LLM_ADMIN, timeout=120) as client:
+        for _ in range(240):
+            if client.health():
+                break
+            time.sleep(0.5)
+        artifact = builtin_prompt("llama3", backbone)
+        client.register_prompt(
+            (json.loads(artifact.manifest.model_dump_json()), None), prompt_id="reps"
+        )
+    try:
+        yield {"url": url, "config": cfg, "backbone": backbone, "artifact": artifact}
+    finally:
+        serve.delete("llm")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from conftest import make_image
+from conftest import make_image, serve_config
 
 from promptserve import Client
 from promptserve.deploy.k8s import ClusterConfig, Storage, render_rayservice
@@ -57,12 +57,32 @@ def test_rendered_serve_config_deploys_and_serves(ray_cluster, tiny_bundle, tmp_
         serve.delete("k8s-rendered")
 
 
-def _used_metric_names() -> set[str]:
+def _used_metric_names(retrieval: bool = False) -> set[str]:
+    """The metrics the alerts and the dashboard query: those of the retrieval alert group and
+    the dashboard's Retrieval row (which only an app of a retrieving family exports), or the
+    others."""
     rules = yaml.safe_load((DEPLOY / "base" / "prometheusrule.yaml").read_text())
     dash = json.loads((DEPLOY / "base" / "grafana-dashboard.json").read_text())
-    exprs = [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
-    exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    groups = rules["spec"]["groups"]
+    exprs = [r["expr"] for g in groups if g["name"].endswith(".retrieval") == retrieval
+             for r in g["rules"]]  # fmt: skip
+    row = next(i for i, p in enumerate(dash["panels"]) if p["title"] == "Retrieval")
+    panels = dash["panels"][row + 1 :] if retrieval else dash["panels"][:row]
+    exprs += [t["expr"] for p in panels for t in p["targets"]]
     return set(re.findall(r"\b(ray_[a-z0-9_]+)", "\n".join(exprs)))
+
+
+def _scrape_until_exported(metrics_port: int, wanted: set[str]) -> None:
+    families: set[str] = set()
+    deadline = time.time() + 60
+    while time.time() < deadline:  # Ray reports metrics every second in the test cluster
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        families = set(re.findall(r"^(ray_[a-z0-9_]+)", text, re.M))
+        if wanted <= families:
+            break
+        time.sleep(2)
+    missing = sorted(wanted - families)
+    assert not missing, f"used by deploy/ but not exported: {missing}"
 
 
 def test_alerts_and_dashboard_use_exported_metrics(server, ray_cluster, tiny_spec, tmp_path):
@@ -104,13 +124,45 @@ def test_alerts_and_dashboard_use_exported_metrics(server, ray_cluster, tiny_spe
 
     wanted = _used_metric_names() - GPU_ONLY
     assert "ray_promptserve_artifact_load_failures_total" in wanted
-    families: set[str] = set()
-    deadline = time.time() + 60
-    while time.time() < deadline:  # Ray reports metrics every second in the test cluster
-        text = httpx.get(f"http://127.0.0.1:{ray_cluster['metrics_port']}/metrics", timeout=10).text
-        families = set(re.findall(r"^(ray_[a-z0-9_]+)", text, re.M))
-        if wanted <= families:
-            break
-        time.sleep(2)
-    missing = sorted(wanted - families)
-    assert not missing, f"used by deploy/ but not exported: {missing}"
+    _scrape_until_exported(ray_cluster["metrics_port"], wanted)
+
+
+def test_retrieval_panels_use_exported_metrics(ray_cluster, tiny_llm_bundle, tmp_path):
+    """The Retrieval row and the retrieval alerts query metrics the llm family's app exports
+    once documents are indexed and searched."""
+    from ray import serve
+
+    from promptserve.models.bundle import Bundle
+    from promptserve.models.llm.artifacts import builtin_prompt
+    from promptserve.serving.app import build_app
+
+    admin = "deploy-metrics-admin"
+    cfg = serve_config(
+        tiny_llm_bundle,
+        tmp_path / "store",
+        index={"path": str(tmp_path / "indexes")},
+        # small CPU shares: the session's CLIP apps hold 3 of the test cluster's 4 CPUs
+        encoder={"num_cpus": 0.25},
+        gateway={"num_cpus": 0.25},
+        indexer={"num_cpus": 0.25},
+        auth={"admin_keys": [admin], "api_keys_env": None, "admin_keys_env": None},
+    )
+    serve.run(build_app(cfg), name="llm-metrics", route_prefix="/llm-metrics", blocking=False)
+    try:
+        with Client(ray_cluster["base_url"] + "/llm-metrics", api_key=admin, timeout=120) as c:
+            deadline = time.time() + 120
+            while not c.health():
+                assert time.time() < deadline, "the llm app never became ready"
+                time.sleep(0.5)
+            artifact = builtin_prompt("llama3", Bundle(tiny_llm_bundle).backbone_id)
+            manifest = json.loads(artifact.manifest.model_dump_json())
+            c.register_prompt((manifest, None), prompt_id="reps")
+            c.create_index("metrics", prompt_id="reps")
+            docs = [{"_id": f"d{i}", "text": f"volcanoes erupt lava number {i}"} for i in range(3)]
+            c.index_documents(docs, index_id="metrics")
+            c.retrieve(["lava"], index_id="metrics", k=2, mode="hybrid")
+        wanted = _used_metric_names(retrieval=True)
+        assert "ray_promptserve_index_query_latency_seconds_bucket" in wanted
+        _scrape_until_exported(ray_cluster["metrics_port"], wanted)
+    finally:
+        serve.delete("llm-metrics")

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import serve_config
+from conftest import LLM_ADMIN as ADMIN
 
 from promptserve import (
     Client,
@@ -27,7 +27,6 @@ from promptserve import (
 )
 
 BEIR = Path(__file__).resolve().parents[2] / "sdk" / "data" / "beir-demo"
-ADMIN = "llm-admin-key"
 
 
 def _corpus() -> list[dict]:
@@ -40,47 +39,7 @@ def _queries() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def llm(ray_cluster, tiny_llm_bundle, tmp_path_factory):
-    """The LLM app at /llm: split topology, the embedded index engine under a temp dir, a
-    small token budget so batches split into length buckets, and the llama3 PromptReps prompt
-    registered as `reps`."""
-    from ray import serve
-
-    from promptserve.models.bundle import Bundle
-    from promptserve.models.llm.artifacts import builtin_prompt
-    from promptserve.serving.app import build_app
-
-    root = tmp_path_factory.mktemp("llm")
-    cfg = serve_config(
-        tiny_llm_bundle,
-        root / "store",
-        index={"path": str(root / "indexes")},
-        encoder={"max_batch_tokens": 1024},
-        limits={"max_texts_per_request": 32, "max_k": 50, "max_document_chars": 4000},
-        auth={"admin_keys": [ADMIN], "api_keys_env": None, "admin_keys_env": None},
-    )
-    serve.run(build_app(cfg), name="llm", route_prefix="/llm", blocking=False)
-    url = ray_cluster["base_url"] + "/llm"
-    backbone = Bundle(tiny_llm_bundle).backbone_id
-    with Client(url, api_key=ADMIN, timeout=120) as client:
-        for _ in range(240):
-            if client.health():
-                break
-            import time
-
-            time.sleep(0.5)
-        artifact = builtin_prompt("llama3", backbone)
-        client.register_prompt(
-            (json.loads(artifact.manifest.model_dump_json()), None), prompt_id="reps"
-        )
-    try:
-        yield {"url": url, "config": cfg, "backbone": backbone, "artifact": artifact}
-    finally:
-        serve.delete("llm")
-
-
-@pytest.fixture(scope="module")
-def bare(tiny_llm_bundle, llm):
+def bare(tiny_llm_bundle, llm_server):
     """The same bundle and prompt without Serve: the onnxruntime engine in this process."""
     from promptserve.models.bundle import Bundle
     from promptserve.models.llm.bundle import llm_config
@@ -92,7 +51,7 @@ def bare(tiny_llm_bundle, llm):
     bundle = Bundle(tiny_llm_bundle)
     graphs = LlmGraphs(create_engine("onnxruntime", bundle, EngineOptions()))
     tokenizer = LlmTokenizer.from_file(bundle.dir / llm_config(bundle).tokenizer_file)
-    manifest = llm["artifact"].manifest
+    manifest = llm_server["artifact"].manifest
 
     def run(texts, side):
         return represent(graphs, tokenizer, manifest, list(texts), side)
@@ -100,11 +59,11 @@ def bare(tiny_llm_bundle, llm):
     return run
 
 
-def test_embed_matches_the_bare_runtime(llm, bare):
+def test_embed_matches_the_bare_runtime(llm_server, bare):
     """Served dense and sparse representations equal the bare runtime's, for both prompt
     sides, texts of mixed lengths batched together (token budget 1024)."""
     texts = [d["text"] for d in _corpus()[:6]] + ["short query", "a" * 10]
-    with Client(llm["url"], api_key=ADMIN) as client:
+    with Client(llm_server["url"], api_key=ADMIN) as client:
         for side in ("query", "passage"):
             served = client.embed(texts, prompt_id="reps", kind=side, sparse_tokens=True)
             want = bare(texts, side)
@@ -139,14 +98,14 @@ def _exact(client, index_docs, queries):
     return dense_runs, sparse_runs
 
 
-def test_index_and_retrieve_every_mode(llm):
+def test_index_and_retrieve_every_mode(llm_server):
     """Bulk add (chunked, concurrent), then dense, sparse and hybrid searches equal exact
     searches over the same representations, the hybrid fused by the official formula."""
-    from parity.hybrid_reference import fuse
+    from parity.hybrid_reference import hybrid_search
 
     corpus = _corpus()
     queries = list(_queries().values())[:8]
-    with Client(llm["url"], api_key=ADMIN) as client:
+    with Client(llm_server["url"], api_key=ADMIN) as client:
         client.create_index("demo", prompt_id="reps")
         out = client.index_documents(corpus, index_id="demo", chunk_size=7, concurrency=3)
         assert (out.added, out.skipped, out.documents) == (len(corpus), 0, len(corpus))
@@ -164,15 +123,15 @@ def test_index_and_retrieve_every_mode(llm):
         )
         sparse = [(h.id, h.score) for h in got["sparse"].results[i].hits]
         assert [s for _, s in sparse] == pytest.approx([s for _, s in sparse_runs[i][:k]])
-        want = fuse(dense_runs[i], sparse_runs[i], alpha=0.5)[:k]
+        want = hybrid_search(dense_runs[i], sparse_runs[i], alpha=0.5)[:k]
         hybrid = [(h.id, h.score) for h in got["hybrid"].results[i].hits]
         assert [d for d, _ in hybrid] == [d for d, _ in want]
         np.testing.assert_allclose([s for _, s in hybrid], [s for _, s in want], atol=1e-4)
 
 
-def test_resume_delete_and_idempotent_add(llm):
+def test_resume_delete_and_idempotent_add(llm_server):
     corpus = _corpus()[:10]
-    with Client(llm["url"], api_key=ADMIN) as client:
+    with Client(llm_server["url"], api_key=ADMIN) as client:
         client.create_index("resume", prompt_id="reps")
         first = client.index_documents(corpus[:4], index_id="resume")
         assert (first.added, first.documents) == (4, 4)
@@ -189,11 +148,11 @@ def test_resume_delete_and_idempotent_add(llm):
             client.get_index("resume")
 
 
-def test_refusals(llm):
+def test_refusals(llm_server):
     """404 unknown index; 400 for a document without text (nothing of the batch written),
     duplicate ids and k above the limit; 409 for an index whose prompt content changed;
     texts over the prompt's max length are truncated and said so."""
-    base = llm["url"]
+    base = llm_server["url"]
     headers = {"Authorization": f"Bearer {ADMIN}"}
     with Client(base, api_key=ADMIN) as client:
         with pytest.raises(IndexNotFound):
@@ -213,7 +172,7 @@ def test_refusals(llm):
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "k"
         # a prompt with a short max length: long texts are cut, and the answer says so
-        manifest = json.loads(llm["artifact"].manifest.model_dump_json())
+        manifest = json.loads(llm_server["artifact"].manifest.model_dump_json())
         manifest["hparams"] = {**manifest["hparams"], "passage_max_len": 8, "query_max_len": 8}
         client.register_prompt((manifest, None), prompt_id="short")
         out = client.embed(["one two three four five six seven eight nine ten eleven twelve"],
@@ -234,7 +193,7 @@ def test_refusals(llm):
         assert client.retrieve(["volcano"], index_id="demo", k=3, mode="sparse").results
 
 
-def test_eval_cli_reports_ndcg_through_the_served_path(llm, capsys, tmp_path):
+def test_eval_cli_reports_ndcg_through_the_served_path(llm_server, capsys, tmp_path):
     """`promptserve eval retrieve` indexes the BEIR folder and scores every mode with
     pytrec_eval. Each query shares content words with its one relevant passage only, so the
     sparse run (term matching) ranks it high even with random weights."""
@@ -242,7 +201,7 @@ def test_eval_cli_reports_ndcg_through_the_served_path(llm, capsys, tmp_path):
 
     report = tmp_path / "eval.json"
     code = main(["eval", "retrieve", "--data", str(BEIR), "--index-id", "beir", "--prompt-id",
-                 "reps", "--url", llm["url"], "--api-key", ADMIN, "--k", "50", "--json", str(report)])  # fmt: skip
+                 "reps", "--url", llm_server["url"], "--api-key", ADMIN, "--k", "50", "--json", str(report)])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "nDCG@10" in printed and "hybrid" in printed
@@ -250,3 +209,21 @@ def test_eval_cli_reports_ndcg_through_the_served_path(llm, capsys, tmp_path):
     assert set(results) == {"dense", "sparse", "hybrid"}
     assert results["sparse"]["nDCG@10"] > 0.5, results
     assert results["sparse"]["Recall@100"] > 0.9, results
+
+
+def test_texts_and_ids_that_are_not_unicode_text_are_refused(llm_server):
+    """JSON may spell lone surrogates (`\\ud800`), which no tokenizer or UTF-8 store takes:
+    the body parser refuses them (a 400), and the server keeps serving."""
+    base = llm_server["url"]
+    headers = {"Authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+    cases = [
+        ("/v1/embed", '{"texts": ["ok", "bad \\ud800"], "prompt_id": "reps"}'),
+        ("/v1/retrieve", '{"queries": ["\\udfff"], "index_id": "demo"}'),
+        ("/v1/indexes/demo/documents", '{"documents": [{"id": "x\\ud800", "text": "fine"}]}'),
+    ]
+    for path, body in cases:
+        r = httpx.post(base + path, content=body.encode(), headers=headers, timeout=60)
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert r.json()["error"]["type"] == "invalid_input", r.text
+    with Client(base, api_key=ADMIN) as client:
+        assert client.embed(["still serving"], prompt_id="reps").data

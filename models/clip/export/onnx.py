@@ -174,7 +174,7 @@ def export_bundle(
     steps.update()
 
     steps.set_postfix_str("parity")
-    parity = {
+    report = {
         name: parity(module, out / f"{name}.onnx", args, tolerance)
         for name, (module, args) in graphs.items()
     }
@@ -207,12 +207,12 @@ def export_bundle(
             )
             for name, (module, _) in graphs.items()
         },
-        parity=parity,
+        parity=report,
     )
     (out / BUNDLE_FILE).write_text(manifest.model_dump_json(indent=2))
     steps.update()
     steps.close()
-    failed = {k: v for k, v in parity.items() if not v.passed}
+    failed = {k: v for k, v in report.items() if not v.passed}
     if failed:
         raise ExportParityError(
             f"ONNX export of {spec.id} differs from torch above {tolerance}: "

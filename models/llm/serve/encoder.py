@@ -42,16 +42,15 @@ class LoadedPrompt:
 
     manifest: LlmArtifactManifest
     params: PromptRepsParams
-    sides: dict[str, tuple[list[int], list[int]]]  # side -> (prefix ids, suffix ids)
+    sides: dict[Side, tuple[list[int], list[int]]]  # side -> (prefix ids, suffix ids)
 
     def max_len(self, side: Side) -> int:
-        return self.params.query_max_len if side == "query" else self.params.passage_max_len
+        return self.params.max_len(side)
 
     def longest(self) -> int:
         """The longest sequence this prompt can make (prefix + max text + suffix)."""
         return max(
-            len(pre) + self.max_len(side) + len(suf)  # type: ignore[arg-type]
-            for side, (pre, suf) in self.sides.items()
+            len(pre) + self.max_len(side) + len(suf) for side, (pre, suf) in self.sides.items()
         )
 
 
