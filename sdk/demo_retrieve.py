@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 
 DEMO_CORPUS = Path(str(files("promptserve") / "data" / "beir-demo"))
-QUERIES = ["how does a volcano erupt", "espresso coffee pressure", "penguins in antarctica"]
+QUERIES = ["volcano lava and ash", "espresso coffee pressure", "penguins in antarctica"]
 
 
 def prepare_llm(workdir: Path) -> Path:

@@ -227,3 +227,69 @@ def test_texts_and_ids_that_are_not_unicode_text_are_refused(llm_server):
         assert r.json()["error"]["type"] == "invalid_input", r.text
     with Client(base, api_key=ADMIN) as client:
         assert client.embed(["still serving"], prompt_id="reps").data
+
+
+def test_cli_imports_a_prompt_and_fills_an_index(llm_server, tmp_path, capsys):
+    """`promptserve import promptreps` with a custom suffix file, registered, then `promptserve
+    index add` from a JSONL corpus (creating the index) and `index list`."""
+    from promptserve.cli import main
+    from promptserve.models.artifacts import PromptArtifact
+
+    suffix = tmp_path / "suffix.txt"
+    suffix.write_text('". One word for it:\n')
+    out = tmp_path / "custom"
+    code = main(["import", "promptreps", "--model", "llama3", "--backbone", llm_server["backbone"],
+                 "--passage-suffix", str(suffix), "--top-k", "64", "-o", str(out)])  # fmt: skip
+    assert code == 0
+    artifact = PromptArtifact.load(out)
+    assert artifact.manifest.passage_suffix == '". One word for it:'  # read().strip()
+    assert artifact.manifest.hparams["top_k"] == 64
+    common = ["--url", llm_server["url"], "--api-key", ADMIN]
+    assert main(["prompts", "add", str(out), "--prompt-id", "custom", *common]) == 0
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in _corpus()[:5]))
+    assert (
+        main(
+            ["index", "add", str(corpus), "--index-id", "cli-ix", "--prompt-id", "custom", *common]
+        )
+        == 0
+    )
+    assert main(["index", "add", str(corpus), "--index-id", "cli-ix", *common]) == 0  # resumes
+    assert main(["index", "list", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "cli-ix: 5 added, 0 already there" in printed
+    assert "cli-ix: 0 added, 5 already there" in printed
+    assert any(line.split()[:3] == ["cli-ix", "5", "custom"] for line in printed.splitlines())
+
+
+def test_async_client_indexes_and_retrieves(llm_server):
+    """The AsyncClient's retrieval calls: the same answers as the sync client's."""
+    import asyncio
+
+    from promptserve import AsyncClient
+
+    corpus = _corpus()[:12]
+    queries = ["volcano lava", "espresso coffee"]
+
+    async def run():
+        async with AsyncClient(llm_server["url"], api_key=ADMIN) as client:
+            await client.create_index("async-ix", prompt_id="reps")
+            added = await client.index_documents(corpus, index_id="async-ix", chunk_size=5)
+            again = await client.index_documents(corpus, index_id="async-ix")
+            hits = await client.retrieve(queries, index_id="async-ix", k=3, mode="hybrid")
+            reps = await client.embed(queries, prompt_id="reps")
+            deleted = await client.delete_documents(["d00"], index_id="async-ix")
+            await client.delete_index("async-ix")
+            return added, again, hits, reps, deleted
+
+    added, again, hits, reps, deleted = asyncio.run(run())
+    assert (added.added, again.skipped, deleted) == (12, 12, 1)
+    with Client(llm_server["url"], api_key=ADMIN) as client:
+        client.create_index("sync-ix", prompt_id="reps")
+        client.index_documents(corpus, index_id="sync-ix")
+        want = client.retrieve(queries, index_id="sync-ix", k=3, mode="hybrid")
+        want_reps = client.embed(queries, prompt_id="reps")
+    assert [[h.id for h in r.hits] for r in hits.results] == [
+        [h.id for h in r.hits] for r in want.results
+    ]
+    np.testing.assert_allclose(reps.data[1].dense, want_reps.data[1].dense, atol=1e-6)
