@@ -556,7 +556,9 @@ def markdown(report: dict[str, Any]) -> str:
         "Synthetic PromptReps-shaped data (benchmarks/index_engines.py): dense L2-normalised, "
         "sparse ~60 terms (lognormal, capped at 128) over a 128k vocabulary with Zipf-like ids, "
         "weights quantised rint(w x 100); queries 3-20 terms. Latencies are one query per call, "
-        "in ms (p50 / p99); k = 10."
+        "in ms (p50 / p99); k = 10. The CPUs are shared with other jobs: absolute latencies moved "
+        "up to 2x between runs (the 100k Qdrant Edge dense p50 read 41 ms at a load average of "
+        "~11, 19-21 ms at ~2); ratios between engines held."
     )
     cand = report.get("candidates")
     if cand:
@@ -592,6 +594,22 @@ def markdown(report: dict[str, Any]) -> str:
         for note in scale.get("notes", []):
             lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def scale_notes(rows: list[dict[str, Any]], depth: int) -> list[str]:
+    notes = [
+        f"hybrid = a dense and a sparse search to depth {depth}, one after the other, fused "
+        "by serving/index/fusion.py::hybrid (the indexer runs the two searches concurrently)."
+    ]
+    for r in rows:
+        if r["dim"] != rows[0]["dim"]:
+            notes.append(
+                f"{r['documents']:,} documents at dim {r['dim']}: at dim {rows[0]['dim']} the "
+                f"vectors alone are {r['documents'] * rows[0]['dim'] * 4 / 2**30:.1f} GiB in the "
+                "engine plus as much in the benchmark's own copy, past the ~6 GiB budget; "
+                "exact dense search time grows with documents x dim."
+            )
+    return notes
 
 
 def save(part: str, payload: dict[str, Any]) -> None:
@@ -630,6 +648,7 @@ def main() -> None:
     c.add_argument("--dim", type=int, default=1024)
     c.add_argument("--queries", type=int, default=50)
     c.add_argument("--build-budget-s", type=float, default=240)
+    c.add_argument("--merge", action="store_true", help="replace only the rows this run measures")
     s = sub.add_parser("scale")
     s.add_argument("--sizes", default="10000,100000,1000000")
     s.add_argument("--dim", default="1024,1024,512", help="per size")
@@ -666,6 +685,14 @@ def main() -> None:
                 row = {"engine": name, "documents": n} | child(args, a.build_budget_s + 600)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+        if a.merge:  # keep earlier rows of other engines and sizes
+            path = RESULTS / "index_engines.json"
+            earlier = json.loads(path.read_text()).get("candidates", {}) if path.exists() else {}
+            ran = {(r["engine"], r["documents"]) for r in rows}
+            kept = [r for r in earlier.get("rows", []) if (r["engine"], r["documents"]) not in ran]
+            rows = sorted(
+                kept + rows, key=lambda r: (r["documents"], list(CANDIDATES).index(r["engine"]))
+            )
         save("candidates", {"timestamp": stamp, "rows": rows})
     else:
         dims = _ints(a.dim)
@@ -675,7 +702,7 @@ def main() -> None:
             row = {"documents": n, "dim": dim} | child(args, a.timeout_s)
             print(json.dumps(row), flush=True)
             rows.append(row)
-        save("scale", {"timestamp": stamp, "rows": rows})
+        save("scale", {"timestamp": stamp, "rows": rows, "notes": scale_notes(rows, a.depth)})
 
 
 if __name__ == "__main__":

@@ -229,7 +229,10 @@ def llm_server(ray_cluster, tiny_llm_bundle, tmp_path_factory):
         tiny_llm_bundle,
         root / "store",
         index={"path": str(root / "indexes")},
-        encoder={"max_batch_tokens": 1024},
+        # beside the CLIP `server` apps on the 4-CPU test cluster: these replicas mostly wait
+        encoder={"max_batch_tokens": 1024, "num_cpus": 0.25},
+        gateway={"num_cpus": 0.25},
+        indexer={"num_cpus": 0.25},
         limits={"max_texts_per_request": 32, "max_k": 50, "max_document_chars": 4000},
         auth={"admin_keys": [LLM_ADMIN], "api_keys_env": None, "admin_keys_env": None},
     )

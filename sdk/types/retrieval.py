@@ -77,7 +77,9 @@ class IndexInfo(BaseModel):
     dim: int = Field(description="Dense vector width.")
     engine: str = Field(description="The index engine holding it.")
     documents: int = Field(description="Documents in the index.")
+    deleted: int = Field(0, description="Documents deleted from it so far.")
     created_at: datetime
+    updated_at: datetime | None = Field(None, description="Its last write.")
 
 
 class IndexList(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from promptserve.serving.config import AppConfig
-from promptserve.serving.errors import Conflict, IndexNotFound, InvalidInput
+from promptserve.serving.errors import IndexNotFound, InvalidInput
 from promptserve.serving.index.base import Hit, SparseVector, VectorIndex, create_engine
 from promptserve.serving.index.catalog import Catalog, IndexRecord
 from promptserve.serving.index.fusion import hybrid, rrf
@@ -54,11 +54,6 @@ class Indexer:
         self, index_id: str, *, backbone: str, prompt_id: str, prompt_content_id: str, dim: int
     ) -> IndexRecord:
         async with self._lock(index_id):
-            if self.catalog.get(index_id) is not None:
-                raise Conflict(
-                    f"index {index_id!r} exists; delete it first or choose another index_id",
-                    param="index_id",
-                )
             record = IndexRecord(
                 index_id=index_id,
                 backbone=backbone,
@@ -73,10 +68,14 @@ class Indexer:
             return record
 
     def _create(self, record: IndexRecord) -> None:
-        if record.index_id in self.engine.names():  # left by a create that did not finish
-            self.engine.drop(record.index_id)
-        self._open[record.index_id] = self.engine.create(record.index_id, record.dim)
-        self.catalog.create(record)
+        self.catalog.create(record)  # the 409, atomic across indexer replicas
+        try:
+            if record.index_id in self.engine.names():  # left by a create that did not finish
+                self.engine.drop(record.index_id)
+            self._open[record.index_id] = self.engine.create(record.index_id, record.dim)
+        except BaseException:
+            self.catalog.delete(record.index_id)
+            raise
 
     async def get(self, index_id: str) -> IndexRecord:
         record = await asyncio.to_thread(self.catalog.get, index_id)
@@ -122,7 +121,7 @@ class Indexer:
                 )
             index = self._index(record)
             await asyncio.to_thread(index.upsert, list(ids), dense, list(sparse))
-            updated = await asyncio.to_thread(self._recount, record, index)
+            updated = await asyncio.to_thread(self._recount, record, index, 0)
         metrics().index_writes.inc(len(ids), tags={"op": "add"})
         return updated
 
@@ -131,13 +130,14 @@ class Indexer:
             record = await self.get(index_id)
             index = self._index(record)
             deleted = await asyncio.to_thread(index.delete, list(ids))
-            updated = await asyncio.to_thread(self._recount, record, index)
+            updated = await asyncio.to_thread(self._recount, record, index, deleted)
         metrics().index_writes.inc(deleted, tags={"op": "delete"})
         return deleted, updated
 
-    def _recount(self, record: IndexRecord, index: VectorIndex) -> IndexRecord:
-        updated = record.model_copy(update={"documents": index.count()})
-        self.catalog.update(updated)
+    def _recount(self, record: IndexRecord, index: VectorIndex, deleted: int) -> IndexRecord:
+        updated = self.catalog.update_counts(
+            record.index_id, documents=index.count(), deleted=deleted
+        )
         metrics().index_documents.set(updated.documents, tags={"index_id": record.index_id})
         return updated
 
@@ -185,8 +185,12 @@ class Indexer:
         return hits
 
     async def check_health(self) -> None:
-        """Serve's probe: the engine answers (a server engine may be down)."""
+        """Serve's probe: the engine answers (a server engine may be down). Also refreshes the
+        document-count gauge from the catalog, so with several replicas (server engine) each
+        reports what others wrote too and `max by (index_id)` is current."""
         await asyncio.to_thread(self.engine.names)
+        for record in await asyncio.to_thread(self.catalog.list):
+            metrics().index_documents.set(record.documents, tags={"index_id": record.index_id})
 
     def __del__(self) -> None:
         engine: Any = getattr(self, "engine", None)

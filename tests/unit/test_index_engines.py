@@ -18,6 +18,8 @@ from promptserve.serving.index.catalog import Catalog, IndexRecord
 from promptserve.serving.index.config import IndexEngineConfig
 
 DIM, VOCAB = 16, 200
+# qdrant-client checks the server's version from a thread and warns when there is none
+pytestmark = pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 
 
 def _data(n: int, seed: int = 0):
@@ -232,7 +234,6 @@ def test_bad_input_is_refused_before_anything_is_written(engine):
         index.search("hybrid", dense=dense, sparse=sparse, k=3)  # type: ignore[arg-type]
 
 
-@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 def test_an_unreachable_server_is_a_503():
     engine = create_engine(
         IndexEngineConfig(engine="qdrant", url="http://127.0.0.1:9", timeout_s=2)
