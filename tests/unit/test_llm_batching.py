@@ -26,3 +26,15 @@ def test_short_rows_are_not_padded_to_a_long_one():
 
 def test_one_row_longer_than_the_budget_is_its_own_batch():
     assert bucket([600, 10], budget=512) == [[1], [0]]
+
+
+def test_a_call_is_cut_into_consecutive_runs_within_the_budget():
+    from promptserve.models.llm.serve.encoder import runs
+
+    assert runs([100, 200, 300, 400], budget=600) == [range(0, 3), range(3, 4)]
+    assert runs([700, 10], budget=600) == [range(0, 1), range(1, 2)]
+    assert runs([], budget=600) == []
+    lengths = np.random.default_rng(1).integers(1, 300, 100).tolist()
+    parts = runs(lengths, budget=1000)
+    assert [i for p in parts for i in p] == list(range(100))
+    assert all(sum(lengths[i] for i in p) <= 1000 for p in parts)

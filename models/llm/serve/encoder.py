@@ -70,6 +70,25 @@ def bucket(lengths: list[int], budget: int) -> list[list[int]]:
     return groups
 
 
+def runs(lengths: list[int], budget: int) -> list[range]:
+    """Consecutive positions of `lengths` cut into runs of at most `budget` tokens (a longer
+    single sequence is a run of its own: registration keeps every sequence within the budget)."""
+    out: list[range] = []
+    start, total = 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and total + n > budget:
+            out.append(range(start, i))
+            start, total = i, 0
+        total += n
+    if start < len(lengths):
+        out.append(range(start, len(lengths)))
+    return out
+
+
+def _tokens(item: list[list[int]]) -> int:
+    return sum(len(seq) for seq in item)
+
+
 class LlmEncoder(Encoder):
     def __init__(self, config: AppConfig) -> None:
         super().__init__(config)
@@ -79,7 +98,9 @@ class LlmEncoder(Encoder):
         self.graphs.warmup()
         self.budget = config.encoder.max_batch_tokens
         self._prompts: OrderedDict[str, LoadedPrompt] = OrderedDict()
-        self._sequences = self.batcher(self._run_batch, size_fn=len)
+        # one batcher item is one call's sequences (up to the budget): a future per call, not
+        # per text; its size is its tokens
+        self._sequences = self.batcher(self._run_batch, size_fn=_tokens)
         # the batcher counts tokens: its size is the token budget, not the image batch size
         self._sequences.set_max_batch_size(self.budget)
         self._batchers.remove(self._sequences)
@@ -140,7 +161,11 @@ class LlmEncoder(Encoder):
                 list(call.texts),
                 prompt.max_len(call.side),
             )
-            rows = await asyncio.gather(*(self._sequences(e.ids) for e in encoded))
+            parts = await asyncio.gather(
+                *(self._sequences([encoded[i].ids for i in part])
+                  for part in runs([len(e.ids) for e in encoded], self.budget))
+            )  # fmt: skip
+        rows = [row for part in parts for row in part]
         return await asyncio.to_thread(self._reps, call, prompt, encoded, rows)
 
     def _reps(
@@ -170,9 +195,17 @@ class LlmEncoder(Encoder):
             )
         return out
 
-    async def _run_batch(self, seqs: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One closed batch: length buckets within the token budget, each one graph call."""
-        return await asyncio.to_thread(self._forward, seqs)
+    async def _run_batch(
+        self, items: list[list[list[int]]]
+    ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """One closed batch (the sequences of several calls): length buckets within the token
+        budget, each one graph call; each item's rows back in its order."""
+        rows = await asyncio.to_thread(self._forward, [seq for item in items for seq in item])
+        out, start = [], 0
+        for item in items:
+            out.append(rows[start : start + len(item)])
+            start += len(item)
+        return out
 
     def _forward(self, seqs: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(seqs)
