@@ -80,3 +80,16 @@ def parity(module: Any, path: Path, args: tuple, tolerance: float) -> ParityResu
         batch=len(got[0]),
         passed=diff <= tolerance,
     )
+
+
+def check_report(report: dict[str, ParityResult], *, what: str, where: Path) -> None:
+    """Raise ExportParityError naming every graph above its tolerance (the report is written
+    first, at `where`, so the numbers can be read)."""
+    failed = {k: v for k, v in report.items() if not v.passed}
+    if failed:
+        tolerance = max(v.tolerance for v in failed.values())
+        raise ExportParityError(
+            f"{what} differs from torch above {tolerance}: "
+            + ", ".join(f"{k} max|diff|={v.max_abs_diff:.2e}" for k, v in failed.items())
+            + f" (report in {where})"
+        )

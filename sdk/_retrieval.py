@@ -116,6 +116,18 @@ def _merge_embed(parts: Sequence[tuple[int, EmbedResponse]]) -> EmbedResponse:
     return parts[0][1].model_copy(update={"data": data})
 
 
+def _tally(
+    result: IndexingResult, answers: Sequence[AddDocumentsResponse], documents: int | None
+) -> IndexingResult:
+    """The chunks' answers summed into `result`; `documents` is the index's size when no
+    chunk was sent (everything was there already)."""
+    for a in answers:
+        result.added += a.added
+        result.truncated += a.truncated
+    result.documents = max(a.documents for a in answers) if answers else (documents or 0)
+    return result
+
+
 def _bar(total: int, progress: bool | None, desc: str) -> Any:
     from tqdm.auto import tqdm
 
@@ -282,13 +294,8 @@ class RetrievalMixin:
 
             size = self._texts_per_request(chunk_size)
             answers = self._pool(send, _chunks(docs, size), concurrency) if docs else []
-        for a in answers:
-            result.added += a.added
-            result.truncated += a.truncated
-        result.documents = (
-            max(a.documents for a in answers) if answers else self.get_index(index_id).documents
-        )
-        return result
+        size_now = None if answers else self.get_index(index_id).documents
+        return _tally(result, answers, size_now)
 
     def delete_documents(
         self, ids: Sequence[str], *, index_id: str, timeout: Timeout | None = None
@@ -460,15 +467,8 @@ class AsyncRetrievalMixin:
 
             size = await self._texts_per_request(chunk_size)
             answers = await self._gather(send, _chunks(docs, size), concurrency) if docs else []
-        for a in answers:
-            result.added += a.added
-            result.truncated += a.truncated
-        result.documents = (
-            max(a.documents for a in answers)
-            if answers
-            else (await self.get_index(index_id)).documents
-        )
-        return result
+        size_now = None if answers else (await self.get_index(index_id)).documents
+        return _tally(result, answers, size_now)
 
     async def delete_documents(
         self, ids: Sequence[str], *, index_id: str, timeout: Timeout | None = None

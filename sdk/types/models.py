@@ -23,7 +23,9 @@ class ModelInfo(BaseModel):
     engine: str = Field(description="torch, onnxruntime or triton.")
     image: ImageGeometry | None = Field(None, description="Input geometry (image families).")
     max_images_per_request: int | None = None
-    max_texts_per_request: int | None = Field(None, description="Text families: texts a call takes.")
+    max_texts_per_request: int | None = Field(
+        None, description="Text families: texts a call takes."
+    )
     vocab_size: int | None = Field(None, description="Text families: sparse vector id range.")
     max_body_bytes: int
     tasks: list[str]

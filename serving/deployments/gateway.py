@@ -47,6 +47,7 @@ _TAGS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("promptse
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)
 
+
 class Gateway:
     """What every family's gateway does before and after its task routes."""
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import promptserve.models.clip.bundle as clip_bundle
+from promptserve.exporters.onnx import ExportParityError
 from promptserve.models.bundle import Bundle
-from promptserve.models.clip.export.onnx import ExportParityError, export_bundle
+from promptserve.models.clip.export.onnx import export_bundle
 from promptserve.models.clip.runtime import ClipGraphs
 from promptserve.serving.engines.base import EngineOptions
 

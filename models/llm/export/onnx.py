@@ -19,7 +19,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptserve.exporters.onnx import FP32_TOLERANCE, ExportParityError, parity, trace
+from promptserve.exporters.onnx import (
+    FP32_TOLERANCE,
+    ExportParityError,
+    check_report,
+    parity,
+    trace,
+)
 from promptserve.models.bundle import BUNDLE_FILE, BundleManifest, GraphInfo, read_signature
 from promptserve.models.llm.backbone import LlmBackboneSpec
 from promptserve.models.llm.bundle import LlmBundleConfig
@@ -137,13 +143,7 @@ def export_bundle(
     (out / BUNDLE_FILE).write_text(manifest.model_dump_json(indent=2))
     steps.update()
     steps.close()
-    failed = {k: v for k, v in report.items() if not v.passed}
-    if failed:
-        raise ExportParityError(
-            f"ONNX export of {spec.id} differs from torch above {tolerance}: "
-            + ", ".join(f"{k} max|diff|={v.max_abs_diff:.2e}" for k, v in failed.items())
-            + f" (report in {out / BUNDLE_FILE})"
-        )
+    check_report(report, what=f"ONNX export of {spec.id}", where=out / BUNDLE_FILE)
     return out
 
 
