@@ -213,7 +213,7 @@ class Gateway:
         limits = self.config.limits
         if time.monotonic() - when > limits.retry_after_s:
             self._encoder_full = None
-        elif self._inflight_images >= level:
+        elif level and self._inflight_images >= level:  # 0: nothing of ours to wait for
             raise Overloaded(
                 f"the encoder is full ({self._inflight_images} images in flight from this "
                 f"gateway); retry after {limits.retry_after_s}s",
