@@ -18,7 +18,6 @@ from typing import Any, Literal
 import numpy as np
 
 from promptserve.serving.config import AppConfig
-from promptserve.serving.errors import IndexNotFound, InvalidInput
 from promptserve.serving.index.base import Hit, SparseVector, VectorIndex, create_engine
 from promptserve.serving.index.catalog import Catalog, IndexRecord
 from promptserve.serving.index.fusion import hybrid, rrf
@@ -78,14 +77,7 @@ class Indexer:
             raise
 
     async def get(self, index_id: str) -> IndexRecord:
-        record = await asyncio.to_thread(self.catalog.get, index_id)
-        if record is None:
-            raise IndexNotFound(
-                f"index {index_id!r} does not exist; create it with POST /v1/indexes "
-                "(GET /v1/indexes lists them)",
-                param="index_id",
-            )
-        return record
+        return await asyncio.to_thread(self.catalog.require, index_id)
 
     async def records(self) -> list[IndexRecord]:
         return await asyncio.to_thread(self.catalog.list)
@@ -112,13 +104,7 @@ class Indexer:
     ) -> IndexRecord:
         """Write every document or none (one engine call); an id present is replaced."""
         async with self._lock(index_id):
-            record = await self.get(index_id)
-            if dense.shape != (len(ids), record.dim):
-                raise InvalidInput(
-                    f"dense vectors of shape {dense.shape} for {len(ids)} documents of an index "
-                    f"of width {record.dim}",
-                    param="documents",
-                )
+            record = await self.get(index_id)  # the engine checks shapes (check_documents)
             index = self._index(record)
             await asyncio.to_thread(index.upsert, list(ids), dense, list(sparse))
             updated = await asyncio.to_thread(self._recount, record, index, 0)

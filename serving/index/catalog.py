@@ -77,7 +77,11 @@ class Catalog:
         """The record; IndexNotFound (404) if there is none."""
         record = self.get(index_id)
         if record is None:
-            raise IndexNotFound(f"index {index_id!r} does not exist", param="index_id")
+            raise IndexNotFound(
+                f"index {index_id!r} does not exist; create it with POST /v1/indexes "
+                "(GET /v1/indexes lists them)",
+                param="index_id",
+            )
         return record
 
     def list(self) -> list[IndexRecord]:
