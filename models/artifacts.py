@@ -28,6 +28,11 @@ class ArtifactError(ValueError):
     """An artifact that cannot be read or does not fit its backbone."""
 
 
+class ArtifactMismatch(ArtifactError):
+    """A well-formed artifact made for another model (e.g. a soft prompt of another width):
+    a conflict with this backbone (409), not a malformed request."""
+
+
 class ArtifactManifest(BaseModel):
     """The common part of every artifact's manifest: what it is and for which backbone.
 
@@ -61,7 +66,7 @@ def manifest_model(data: dict[str, Any]) -> type[ArtifactManifest]:
 
     name = data.get("family", DEFAULT_FAMILY)
     try:
-        return get_family(str(name)).artifact_manifest
+        return get_family(str(name)).manifest_model(data)
     except UnknownFamily as exc:
         raise ArtifactError(str(exc)) from None
 

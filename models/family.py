@@ -43,6 +43,11 @@ class Family(ABC):
     #: the family's prompt-artifact manifest (a subclass of the common ArtifactManifest)
     artifact_manifest: ClassVar[type[ArtifactManifest]]
 
+    def manifest_model(self, data: dict[str, Any]) -> type[ArtifactManifest]:
+        """The manifest class of one artifact's JSON (`data`): `artifact_manifest` unless the
+        family has several kinds of artifact (the LLM family picks by `method`)."""
+        return self.artifact_manifest
+
     @abstractmethod
     def torch_graphs(self, bundle: Bundle) -> dict[str, Any]:
         """Eager torch modules for every graph the bundle has, by graph name: the same

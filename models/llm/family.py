@@ -18,6 +18,13 @@ class LlmFamily(Family):
     bundle_config: ClassVar[type[BaseModel]] = LlmBundleConfig
     artifact_manifest: ClassVar[type[ArtifactManifest]] = LlmArtifactManifest
 
+    def manifest_model(self, data: dict[str, Any]) -> type[ArtifactManifest]:
+        """PromptReps prompts (retrieve) or a generation prompt (soft prompt, IDP pool, hard
+        prompt: models/llm/generate/artifacts.py), by `method`."""
+        from promptserve.models.llm.generate.artifacts import manifest_for
+
+        return manifest_for(data) or self.artifact_manifest
+
     def torch_graphs(self, bundle: Bundle) -> dict[str, Any]:
         from promptserve.models.llm.graph_set import bundle_modules
 

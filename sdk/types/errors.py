@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 ErrorType = Literal[
     "invalid_input",
     "prompt_not_found",
+    "model_not_found",
     "not_found",
     "method_not_allowed",
     "backbone_mismatch",
@@ -28,6 +29,9 @@ class ErrorDetail(BaseModel):
     type: ErrorType
     message: str
     param: str | None = None
+    code: str | None = Field(
+        None, description="OpenAI's error code, on the OpenAI-compatible routes."
+    )
 
 
 class ErrorBody(BaseModel):

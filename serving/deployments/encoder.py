@@ -17,13 +17,18 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
-from promptserve.models.artifacts import ArtifactError, PromptArtifact
+from promptserve.models.artifacts import ArtifactError, ArtifactMismatch, PromptArtifact
 from promptserve.models.bundle import Bundle
 from promptserve.serving.admission import QueueAdmission
 from promptserve.serving.batching import ContinuousBatcher
 from promptserve.serving.config import AppConfig
 from promptserve.serving.engines.base import create_engine
-from promptserve.serving.errors import BackendUnavailable, InvalidInput, Overloaded
+from promptserve.serving.errors import (
+    BackboneMismatch,
+    BackendUnavailable,
+    InvalidInput,
+    Overloaded,
+)
 from promptserve.serving.metrics import metrics
 from promptserve.serving.store import PromptStore, check_backbone, check_prompt_id
 from promptserve.types import PromptInfo
@@ -163,6 +168,8 @@ class Encoder:
             artifact = PromptArtifact.from_parts(manifest, tensors)
             check_backbone(self.bundle.backbone_id, artifact.manifest.backbone)
             features = self.artifact_features(artifact)
+        except ArtifactMismatch as exc:
+            raise BackboneMismatch(str(exc), param="manifest") from None
         except ArtifactError as exc:
             raise InvalidInput(str(exc), param="manifest") from None
         name = check_prompt_id(
