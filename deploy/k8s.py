@@ -203,20 +203,26 @@ def _local(path: str, config_dir: Path) -> str:
 RETRIEVAL_SECTIONS = ("index", "indexer")
 
 
-def _services(bundle: str, declared: Mapping[str, Any] | None) -> list[str]:
+def _services(
+    bundle: str, declared: Mapping[str, Any] | None, config: AppConfig | None = None
+) -> list[str]:
     """The family's extra deployments (e.g. the LLM family's `indexer`), read from the bundle
     where it is on this machine. Where it is not (a URL, or a bundle that lives only on the
     cluster's volume) the app config as written says: a section the indexer reads (`index`,
     `indexer`) makes it a retrieval app, which runs the indexer; else none. `declared` is
-    that config before defaults are filled in (a validated config has every section)."""
+    that config before defaults are filled in (a validated config has every section); a
+    `generator` section adds the generator."""
     from promptserve.models.bundle import Bundle, BundleError
 
     try:
-        return list(Bundle(bundle).family.services())
+        return list(Bundle(bundle).family.services(config))
     except (BundleError, OSError, ValueError):
+        names = []
         if declared is not None and any(s in declared for s in RETRIEVAL_SECTIONS):
-            return ["indexer"]
-        return []
+            names.append("indexer")
+        if declared is not None and declared.get("generator") is not None:
+            names.append("generator")
+        return names
 
 
 def serve_config(
@@ -229,7 +235,8 @@ def serve_config(
     deployment options `build_app` would use. `declared`: the app config as written, which
     names the family's deployments where the bundle cannot be read here (`_services`)."""
     config = AppConfig.model_validate(app)
-    options = config.deployment_options(services=_services(bundle_dir or config.bundle, declared))
+    services = _services(bundle_dir or config.bundle, declared, config)
+    options = config.deployment_options(services=services)
     deployments = [{"name": n, **opts} for n, opts in options.items()]
     return {
         "proxy_location": "EveryNode",

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from promptserve.models.artifacts import ArtifactManifest
     from promptserve.models.bundle import Bundle
+    from promptserve.serving.config import AppConfig
 
 # name -> "module:attribute" of its Family object; add_family() registers more
 FAMILIES: dict[str, str] = {
@@ -57,10 +58,11 @@ class Family(ABC):
     def deployments(self) -> tuple[type, type]:
         """(gateway class, encoder class) of the family's Ray Serve application."""
 
-    def services(self) -> dict[str, type]:
+    def services(self, config: AppConfig | None = None) -> dict[str, type]:
         """More deployments the gateway talks to, by name (e.g. the LLM family's index
         holder): each is built with the app config, one replica set per name, and its handle
-        reaches the gateway in `services`. Default: none."""
+        reaches the gateway in `services`. `config` may switch some off (None: all the family
+        has). Default: none."""
         return {}
 
     def import_commands(self) -> dict[str, Any]:

@@ -32,13 +32,14 @@ def build_app(config: AppConfig, *, user_config: dict[str, Any] | None = None) -
     # here: replicas started by a cluster never see this environment; raises if keys were
     # asked for and none resolved
     keys = resolve_keys(config.auth)
-    options = config.deployment_options(services=list(family.services()))
+    family_services = family.services(config)
+    options = config.deployment_options(services=list(family_services))
     if user_config is not None:
         options["gateway" if config.topology == "fused" else "encoder"]["user_config"] = user_config
     gateway: Any = serve.deployment(gateway_cls, name="gateway", **options["gateway"])
     # services (e.g. an index holder) are their own deployments in either topology
     services: dict[str, Any] = {}
-    for name, cls in family.services().items():
+    for name, cls in family_services.items():
         deployment: Any = serve.deployment(cls, name=name, **options.get(name, {}))
         services[name] = deployment.bind(config)
     if config.topology == "fused":

@@ -278,6 +278,41 @@ class IndexerConfig(_Strict):
     max_queued_requests: int = Field(256, ge=-1)
 
 
+class GeneratorConfig(_Strict):
+    """The deployment that generates text (LLM bundles; the `llm` family's generator): which
+    engine runs the backbone, how many requests it batches, and its replicas. Present means
+    the app serves `/v1/completions` and `/v1/chat/completions`."""
+
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="transformers: CPU (or one GPU), step-level batching; vllm: GPU, "
+        "continuous batching with prompt embeddings.",
+    )
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(256, ge=1)
+    max_queued_requests: int = Field(256, ge=-1)
+    max_batch_rows: int = Field(16, ge=1, description="Requests decoded together.")
+    max_prefill_tokens: int = Field(
+        4096, ge=1, description="Prompt tokens prefilled in one step (transformers)."
+    )
+    max_waiting: int = Field(
+        256, ge=1, description="Requests waiting for a batch slot; beyond: 503."
+    )
+    default_max_tokens: int = Field(
+        256, ge=1, description="New tokens when a request gives no max_tokens."
+    )
+    max_tokens: int = Field(2048, ge=1, description="The largest max_tokens a request may ask.")
+    base_model: str = Field(
+        "base", description="The `model` id that runs the backbone with no prompt."
+    )
+    vllm: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vLLM engine options (models/llm/generate/vllm_engine.py::VllmOptions).",
+    )
+
+
 class AppConfig(_Strict):
     name: str = "promptserve"
     route_prefix: str = "/"
@@ -303,6 +338,9 @@ class AppConfig(_Strict):
         description="Where retrieval indexes live (families that retrieve: llm).",
     )
     indexer: IndexerConfig = Field(default_factory=IndexerConfig)
+    generator: GeneratorConfig | None = Field(
+        None, description="Text generation (LLM bundles); absent: no generation routes."
+    )
 
     @model_validator(mode="after")
     def _embedded_index_has_one_owner(self) -> AppConfig:
@@ -328,7 +366,7 @@ class AppConfig(_Strict):
         """Ray Serve options per deployment, in `serve.deployment` / serveConfigV2
         `deployments` terms: `build_app` applies them and `promptserve k8s render` writes
         them, from this one place. `services` are the family's other deployments
-        (`Family.services`): `indexer` is the one this config describes."""
+        (`Family.services`): `indexer` and `generator` are the ones this config describes."""
         enc, gw = self.encoder, self.gateway
         batch = {
             "max_batch_size": enc.max_batch_size,
@@ -355,6 +393,16 @@ class AppConfig(_Strict):
                 "max_queued_requests": ix.max_queued_requests,
                 **shed,
                 "ray_actor_options": {"num_cpus": ix.num_cpus},
+            }
+        if "generator" in services and self.generator is not None:
+            g = self.generator
+            extra["generator"] = {
+                "num_replicas": g.num_replicas,
+                "max_ongoing_requests": g.max_ongoing_requests,
+                "max_queued_requests": g.max_queued_requests,
+                **shed,
+                "ray_actor_options": {"num_cpus": g.num_cpus, "num_gpus": g.num_gpus},
+                "health_check_period_s": 10,
             }
         if self.topology == "fused":
             return {

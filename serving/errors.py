@@ -51,6 +51,17 @@ class PromptNotFound(ServeError):
     status, type = 404, "prompt_not_found"
 
 
+class ModelNotFound(ServeError):
+    """An OpenAI-compatible route's `model` names nothing this server runs."""
+
+    status, type = 404, "model_not_found"
+
+    def body(self) -> dict:
+        body = super().body()
+        body["error"]["code"] = "model_not_found"
+        return body
+
+
 class BackboneMismatch(ServeError):
     status, type = 409, "backbone_mismatch"
 

@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+TOKEN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
@@ -88,6 +89,30 @@ def _m() -> Any:
             description="Index search time per request (all its queries), by mode.",
             boundaries=LATENCY_BUCKETS,
             tag_keys=("mode",),
+        )
+        generated_tokens = rm.Counter(
+            "promptserve_generated_tokens_total",
+            description="Tokens generated, by the prompt (`model`) that ran.",
+            tag_keys=("prompt_id",),
+        )
+        prompt_tokens = rm.Counter(
+            "promptserve_prompt_tokens_total",
+            description="Prompt tokens prefilled for generation (soft prompts included).",
+        )
+        time_to_first_token = rm.Histogram(
+            "promptserve_time_to_first_token_seconds",
+            description="From a generation request's arrival to its first token, in the gateway.",
+            boundaries=LATENCY_BUCKETS,
+        )
+        inter_token_latency = rm.Histogram(
+            "promptserve_inter_token_latency_seconds",
+            description="Between consecutive streamed chunks of one generation.",
+            boundaries=TOKEN_BUCKETS,
+        )
+        pool_selections = rm.Counter(
+            "promptserve_pool_selections_total",
+            description="IDP pool choices: which prompt (`choice`, its index) each request ran.",
+            tag_keys=("prompt_id", "choice"),
         )
         text_cache_hits = rm.Counter(
             "promptserve_text_cache_hits_total",

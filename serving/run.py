@@ -41,7 +41,9 @@ def start(config: AppConfig, *, address: str | None = None, num_cpus: int | None
         http_options={"host": config.http.host, "port": config.http.port},
         logging_config=logging_config,
     )
-    serve.run(app, name=config.name, route_prefix=config.route_prefix, logging_config=logging_config)
+    serve.run(
+        app, name=config.name, route_prefix=config.route_prefix, logging_config=logging_config
+    )
     prefix = config.route_prefix.rstrip("/")
     return f"http://{config.http.host}:{config.http.port}{prefix}"
 

@@ -233,6 +233,7 @@ def llm_server(ray_cluster, tiny_llm_bundle, tmp_path_factory):
         encoder={"max_batch_tokens": 1024, "num_cpus": 0.25},
         gateway={"num_cpus": 0.25},
         indexer={"num_cpus": 0.25},
+        generator={"num_cpus": 0.25, "max_batch_rows": 8, "max_tokens": 512},
         limits={"max_texts_per_request": 32, "max_k": 50, "max_document_chars": 4000},
         auth={"admin_keys": [LLM_ADMIN], "api_keys_env": None, "admin_keys_env": None},
     )
@@ -249,6 +250,12 @@ def llm_server(ray_cluster, tiny_llm_bundle, tmp_path_factory):
             (json.loads(artifact.manifest.model_dump_json()), None), prompt_id="reps"
         )
     try:
-        yield {"url": url, "config": cfg, "backbone": backbone, "artifact": artifact}
+        yield {
+            "url": url,
+            "config": cfg,
+            "backbone": backbone,
+            "artifact": artifact,
+            "bundle": tiny_llm_bundle,
+        }
     finally:
         serve.delete("llm")

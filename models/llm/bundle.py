@@ -34,6 +34,10 @@ class LlmBundleConfig(BaseModel):
         "tokenizer's vocabulary where the embedding table is padded).",
     )
     max_positions: int = Field(gt=0, description="Longest sequence, prompt included.")
+    num_layers: int | None = Field(
+        None, gt=0, description="Decoder layers (IDP pools name one); absent in older bundles."
+    )
+    num_heads: int | None = Field(None, gt=0, description="Attention heads per layer.")
     tokenizer_file: str = Field("tokenizer.json", description="The fast tokenizer, in the bundle.")
     bos_token_id: int | None = None
     eos_token_id: int | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -11,6 +11,9 @@ from promptserve.models.bundle import Bundle, BundleError
 from promptserve.models.family import Family
 from promptserve.models.llm.artifacts import LlmArtifactManifest
 from promptserve.models.llm.bundle import LlmBundleConfig, llm_config
+
+if TYPE_CHECKING:
+    from promptserve.serving.config import AppConfig
 
 
 class LlmFamily(Family):
@@ -43,12 +46,19 @@ class LlmFamily(Family):
 
         return GatewayIngress, LlmEncoder
 
-    def services(self) -> dict[str, type]:
+    def services(self, config: AppConfig | None = None) -> dict[str, type]:
         """The index holder (serving/deployments/indexer.py): its own deployment, since the
-        embedded index engine's files have one owner."""
+        embedded index engine's files have one owner; and the generator
+        (models/llm/serve/generator.py) where the config has a `generator` section: it holds
+        the whole backbone, which retrieval alone never loads."""
         from promptserve.serving.deployments.indexer import Indexer
 
-        return {"indexer": Indexer}
+        services: dict[str, type] = {"indexer": Indexer}
+        if config is None or config.generator is not None:
+            from promptserve.models.llm.serve.generator import Generator
+
+            services["generator"] = Generator
+        return services
 
     def import_commands(self) -> dict[str, Any]:
         from promptserve.models.llm.export.commands import COMMANDS

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
+
+from promptserve.types.generation import GenModel
 
 
 class ImageGeometry(BaseModel):
@@ -36,4 +40,11 @@ class ModelInfo(BaseModel):
     segment_methods: list[str] = Field(
         default_factory=list,
         description="Segmentation methods the bundle's dense graphs serve: maskclip, sclip, ...",
+    )
+    # OpenAI's model list, on servers that generate: `openai.models.list()` reads these two
+    object: Literal["list"] | None = Field(
+        None, description="`list` where `data` lists the generation models."
+    )
+    data: list[GenModel] | None = Field(
+        None, description="Generation: the ids `model` may name (OpenAI's model list)."
     )

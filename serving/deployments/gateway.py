@@ -92,6 +92,11 @@ class Gateway:
         """The family's description of what this server runs (GET /v1/models)."""
         raise NotImplementedError
 
+    async def served_models(self, info: ModelInfo) -> ModelInfo:
+        """`info` with what else a family lists at GET /v1/models (generation: the
+        OpenAI-style list of `model` ids). Default: nothing more."""
+        return info
+
     # -- plumbing ----------------------------------------------------------------------------
     def authorize(self, request: Request, right: Right = "read") -> None:
         """401/403 unless the request carries a key with `right` (serving/auth.py)."""

@@ -39,7 +39,7 @@ class HealthRoutes(Gateway):
 
     async def models(self, request: Request) -> ModelInfo:
         self.authorize(request)
-        return self.model_info()
+        return await self.served_models(self.model_info())
 
 
 def _not_ready(status: str) -> JSONResponse:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from promptserve.models.artifacts import PromptArtifact
+from promptserve.models.llm.export.generation_importers import GENERATION_COMMANDS
 
 DEMO_HINT = "`demo` (the tiny seeded LLM the demo and tests use)"
 SIDES = ("query_prefix", "query_suffix", "passage_prefix", "passage_suffix")
@@ -73,4 +74,5 @@ def demo_backbone_id() -> str:
     return LlmBackboneSpec.parse(f"local-dir:{demo_llm_dir()}").id
 
 
-COMMANDS: dict[str, Any] = {"promptreps": PromptRepsCommand()}
+# PromptReps, then the generation prompts (PEFT, DRO, IDP pools, hard prompts)
+COMMANDS: dict[str, Any] = {"promptreps": PromptRepsCommand(), **GENERATION_COMMANDS}

@@ -119,6 +119,8 @@ def export_bundle(
         hidden_size=hidden_size,
         vocab_size=vocab_size,
         max_positions=max_positions,
+        num_layers=int(model.config.num_hidden_layers),
+        num_heads=int(model.config.num_attention_heads),
         tokenizer_file="tokenizer.json",
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -45,6 +45,8 @@ class TokenizerStyle:
     eos: str
     pad: str | None
     nfc: bool
+    end_of_turn: str  # the chat template's end of a turn: generation stops on it too
+    chat_template: str
 
 
 # meta-llama/Meta-Llama-3-8B tokenizer.json: pre_tokenizer Split pattern
@@ -56,6 +58,21 @@ _LLAMA3_SPLIT = (
 _QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json `chat_template`
+_LLAMA3_CHAT = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | "
+    "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"
+    "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+# Qwen/Qwen2-0.5B-Instruct tokenizer_config.json `chat_template`
+_QWEN2_CHAT = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 STYLES: dict[str, TokenizerStyle] = {
     "llama": TokenizerStyle(
@@ -71,6 +88,8 @@ STYLES: dict[str, TokenizerStyle] = {
         eos="<|end_of_text|>",
         pad=None,
         nfc=False,
+        end_of_turn="<|eot_id|>",
+        chat_template=_LLAMA3_CHAT,
     ),
     "qwen2": TokenizerStyle(
         split=_QWEN2_SPLIT,
@@ -78,6 +97,8 @@ STYLES: dict[str, TokenizerStyle] = {
         bos=None,
         eos="<|endoftext|>",
         pad="<|endoftext|>",
+        end_of_turn="<|im_end|>",
+        chat_template=_QWEN2_CHAT,
         nfc=True,
     ),
 }
@@ -258,6 +279,7 @@ def build_tiny_llm(out_dir: str | Path, arch: Arch = "llama", seed: int = 0) -> 
         eos_token=style.eos,
         pad_token=style.pad,
     )
+    tokenizer.chat_template = style.chat_template
     config = config_cls(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
@@ -268,6 +290,11 @@ def build_tiny_llm(out_dir: str | Path, arch: Arch = "llama", seed: int = 0) -> 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # as the real chat models ship it: a turn's end stops generation as EOS does
+    model.generation_config.eos_token_id = [
+        tokenizer.eos_token_id,
+        tokenizer.convert_tokens_to_ids(style.end_of_turn),
+    ]
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -118,7 +118,7 @@ def pool_prompts(artifact: PromptArtifact) -> list[np.ndarray]:
 
 
 def validate_generation(
-    artifact: PromptArtifact, hidden_size: int, num_layers: int, num_heads: int
+    artifact: PromptArtifact, hidden_size: int, num_layers: int | None, num_heads: int | None
 ) -> None:
     """Raise ArtifactError unless the artifact can run on a backbone of these sizes;
     ArtifactMismatch (a 409) when its width is another model's."""
@@ -128,11 +128,11 @@ def validate_generation(
         expected = {"prompt_embeddings": (manifest.num_tokens, hidden_size)}
     elif isinstance(manifest, PoolManifest):
         expected = {f"prompt.{i}": (n, hidden_size) for i, n in enumerate(manifest.token_counts)}
-        if manifest.layer is not None and not 0 <= manifest.layer < num_layers:
+        if num_layers and manifest.layer is not None and not 0 <= manifest.layer < num_layers:
             raise ArtifactError(
                 f"layer {manifest.layer} is not a layer of this backbone (0..{num_layers - 1})"
             )
-        bad = [h for h in manifest.heads or () if not 0 <= h < num_heads]
+        bad = [h for h in manifest.heads or () if num_heads and not 0 <= h < num_heads]
         if bad:
             raise ArtifactError(f"heads {bad} are not heads of this backbone (0..{num_heads - 1})")
     elif isinstance(manifest, HardPromptManifest):

@@ -20,6 +20,7 @@ from promptserve.types import ModelInfo, PromptInfo
 INDEX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 METHOD = "promptreps"
 TASKS = ("embed", "retrieve")
+GENERATION_METHODS = ("soft-prompt", "idp", "hard-prompt")
 
 
 def check_index_id(index_id: str) -> str:
@@ -45,6 +46,14 @@ class LlmGateway(Gateway):
         self.indexer = self.services["indexer"]
 
     def check_capability(self, task: str, info: PromptInfo) -> None:
+        if task == "generate":
+            if info.method not in GENERATION_METHODS:
+                raise InvalidInput(
+                    f"prompt {info.prompt_id!r} is a {info.method!r} artifact for {info.task!r}, "
+                    f"not a generation prompt ({', '.join(GENERATION_METHODS)})",
+                    param="model",
+                )
+            return
         if info.method != METHOD or task not in TASKS:
             raise InvalidInput(
                 f"prompt {info.prompt_id!r} is a {info.method!r} artifact for {info.task!r}; "
@@ -63,7 +72,7 @@ class LlmGateway(Gateway):
             max_texts_per_request=limits.max_texts_per_request,
             max_body_bytes=limits.max_body_bytes,
             vocab_size=self.llm.vocab_size,
-            tasks=list(TASKS),
+            tasks=[*TASKS, *(["generate"] if "generator" in self.services else [])],
         )
 
     def check_texts(self, texts: Sequence[str], param: str) -> None:

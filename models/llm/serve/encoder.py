@@ -21,6 +21,7 @@ import numpy as np
 from promptserve.models.artifacts import ArtifactError, PromptArtifact
 from promptserve.models.llm.artifacts import SIDES, LlmArtifactManifest, PromptRepsParams, validate
 from promptserve.models.llm.bundle import llm_config
+from promptserve.models.llm.generate.artifacts import validate_generation
 from promptserve.models.llm.promptreps import (
     collate,
     encode_texts,
@@ -109,7 +110,12 @@ class LlmEncoder(Encoder):
     def artifact_features(self, artifact: PromptArtifact) -> np.ndarray:
         """A representation prompt has nothing to precompute beyond its token ids (done per
         replica, on first use); what is checked here is that it fits this bundle and the
-        token budget, so a registered prompt can always be served."""
+        token budget, so a registered prompt can always be served. A generation prompt is
+        checked against the backbone's sizes; the generator reads it from the store."""
+        if artifact.manifest.task == "generate":
+            llm = self.llm
+            validate_generation(artifact, llm.hidden_size, llm.num_layers, llm.num_heads)
+            return np.zeros((0,), np.float32)
         validate(artifact, self.llm)
         loaded = self._tokenize(artifact)
         longest = loaded.longest()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ray import serve
 
 from promptserve.models.llm.serve.embed import EmbedRoutes
+from promptserve.models.llm.serve.generate import GenerateRoutes
 from promptserve.models.llm.serve.indexes import IndexRoutes
 from promptserve.models.llm.serve.retrieve import RetrieveRoutes
 from promptserve.serving.api import create_api, mount
@@ -18,21 +19,28 @@ from promptserve.types import (
     EmbedRequest,
     RetrieveRequest,
 )
+from promptserve.types.generation import ChatCompletionRequest, CompletionRequest
 
 
-class LlmGatewayDeployment(EmbedRoutes, IndexRoutes, RetrieveRoutes, HealthRoutes, PromptRoutes):
-    """PromptReps representations, indexes and retrieval over one causal-LM bundle."""
+class LlmGatewayDeployment(
+    EmbedRoutes, IndexRoutes, RetrieveRoutes, GenerateRoutes, HealthRoutes, PromptRoutes
+):
+    """PromptReps representations, indexes and retrieval, and generation with soft prompts,
+    IDP pools and hard prompts, over one causal-LM bundle."""
 
 
 api = create_api(
-    description="PromptReps retrieval: dense and sparse text representations from one frozen "
-    "causal LM, indexes, and hybrid search.",
+    description="One frozen causal LM: PromptReps retrieval (dense and sparse text "
+    "representations, indexes, hybrid search) and OpenAI-compatible generation with soft "
+    "prompts, IDP prompt pools and hard prompts.",
     bodies=(
         EmbedRequest,
         CreateIndexRequest,
         AddDocumentsRequest,
         DocumentIdsRequest,
         RetrieveRequest,
+        CompletionRequest,
+        ChatCompletionRequest,
     ),
 )
 mount(api, LlmGatewayDeployment)
