@@ -1,6 +1,6 @@
-"""The retrieval app's OpenAPI schema, fuzzed (schemathesis) against the real server, as
+"""The LLM app's OpenAPI schema, fuzzed (schemathesis) against the real server, as
 tests/robustness/test_schema.py does for the CLIP app: whatever a client sends to the embed,
-index and retrieve routes, the answer is never a 5xx and every error carries the JSON error
+index, retrieve and generation routes, the answer is never a 5xx and every error carries the JSON error
 body. Some cases name the registered prompt and an existing index in place of what was
 generated, so the fuzzed texts, ids and options reach the tokenizer, the model and the index
 engine, not only the first lookup."""
@@ -42,6 +42,10 @@ def _with_real_names(schema: Any) -> Any:
                     case.body["prompt_id"] = "reps"
                 if "index_id" in case.body and case.operation.path == "/v1/retrieve":
                     case.body["index_id"] = INDEX
+                if "model" in case.body:  # generation: the backbone, a few tokens
+                    case.body["model"] = "base"
+                    if isinstance(case.body.get("max_tokens"), int):
+                        case.body["max_tokens"] = min(case.body["max_tokens"], 8)
             return case
 
         return st.tuples(strategy, st.booleans()).map(swap)

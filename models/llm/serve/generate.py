@@ -47,6 +47,23 @@ from promptserve.types.generation import (
 
 MAX_STOP_CHARS = 256
 MAX_MESSAGES = 512
+# `stream: true` answers are server-sent events (the JSON schema describes each `data:` chunk)
+STREAMED = {
+    **ERRORS,
+    200: {
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": "One server-sent event: `data` is a chunk's JSON (a "
+                    "Completion or ChatCompletionChunk), and `[DONE]` last.",
+                    "properties": {"data": {"type": "string"}},
+                    "required": ["data"],
+                }
+            }
+        }
+    },
+}
 
 
 class GenerateRoutes(LlmGateway):
@@ -57,7 +74,7 @@ class GenerateRoutes(LlmGateway):
             "completions",
             {
                 "response_model": Completion,
-                "responses": ERRORS,
+                "responses": STREAMED,
                 "openapi_extra": json_body(CompletionRequest),
             },
         ),
@@ -67,7 +84,7 @@ class GenerateRoutes(LlmGateway):
             "chat_completions",
             {
                 "response_model": ChatCompletion,
-                "responses": ERRORS,
+                "responses": STREAMED,
                 "openapi_extra": json_body(ChatCompletionRequest),
             },
         ),
@@ -167,8 +184,11 @@ class GenerateRoutes(LlmGateway):
                 "this server does not generate text: its app config has no `generator` section",
                 param="model",
             )
-        model = ChatCompletionRequest if chat else CompletionRequest
-        req = await parse_json(request, self.config.limits, model)
+        req: CompletionRequest | ChatCompletionRequest
+        if chat:
+            req = await parse_json(request, self.config.limits, ChatCompletionRequest)
+        else:
+            req = await parse_json(request, self.config.limits, CompletionRequest)
         self._check(req)
         label, ref = await self._model(req.model)
         call = GenerateCall(
@@ -280,7 +300,7 @@ class _Reply:
                 id=self.id,
                 created=self.created,
                 model=self.model,
-                choices=[CompletionChoice(text=chunk.text, finish_reason=chunk.finish)],  # type: ignore[arg-type]
+                choices=[CompletionChoice(text=chunk.text, finish_reason=chunk.finish)],
                 selection=selection,
             )
             return [body.model_dump_json(exclude_none=True)]
@@ -296,18 +316,18 @@ class _Reply:
             )
             out.append(role.model_dump_json(exclude_none=True))
         if chunk.text or chunk.finish is not None:
-            body = ChatCompletionChunk(
+            step = ChatCompletionChunk(
                 id=self.id,
                 created=self.created,
                 model=self.model,
                 choices=[
                     ChatChunkChoice(
                         delta=ChatDelta(content=chunk.text or None),
-                        finish_reason=chunk.finish,  # type: ignore[arg-type]
+                        finish_reason=chunk.finish,
                     )
                 ],
             )
-            out.append(body.model_dump_json(exclude_none=True))
+            out.append(step.model_dump_json(exclude_none=True))
         return out
 
     def usage_frame(self) -> str:
@@ -329,7 +349,7 @@ class _Reply:
                 created=self.created,
                 model=self.model,
                 choices=[
-                    ChatChoice(message=ChatResponseMessage(content=text), finish_reason=finish)  # type: ignore[arg-type]
+                    ChatChoice(message=ChatResponseMessage(content=text), finish_reason=finish)
                 ],
                 usage=self.usage(),
                 selection=self.selection,
@@ -338,7 +358,7 @@ class _Reply:
             id=self.id,
             created=self.created,
             model=self.model,
-            choices=[CompletionChoice(text=text, finish_reason=finish)],  # type: ignore[arg-type]
+            choices=[CompletionChoice(text=text, finish_reason=finish)],
             usage=self.usage(),
             selection=self.selection,
         )
