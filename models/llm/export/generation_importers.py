@@ -178,9 +178,9 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _decode(raw: memoryview, dtype: str, shape: list[int]) -> np.ndarray:
-    itemsize = 2 if dtype == "BF16" else np.dtype(_SAFETENSORS_DTYPES.get(dtype, np.uint8)).itemsize
     if dtype != "BF16" and dtype not in _SAFETENSORS_DTYPES:
         raise ValueError(f"dtype {dtype} is not a floating point type this importer reads")
+    itemsize = 2 if dtype == "BF16" else np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
     count = math.prod(shape)
     if any(s < 0 for s in shape) or len(raw) != count * itemsize:
         raise ValueError(f"data offsets do not hold {shape} {dtype} values")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def seeded_soft_prompt(
     n: int,
     seed: int,
     backbone: str,
-    placement: str = "prefix",
+    placement: Literal["prefix", "system"] = "prefix",
     *,
     scale: float = DEFAULT_SCALE,
 ) -> PromptArtifact:
@@ -67,7 +68,7 @@ def seeded_soft_prompt(
     manifest = SoftPromptManifest(
         backbone=backbone,
         num_tokens=n,
-        placement=placement,  # type: ignore[arg-type]  # pydantic checks the literal
+        placement=placement,
         source="seeded",
         hparams={"seed": seed, "scale": scale},
     )
@@ -117,8 +118,9 @@ def seeded_peft_adapter(model_dir: str | Path, out_dir: str | Path, n: int, seed
     peft_model = get_peft_model(model, config)
     hidden = int(model.config.hidden_size)
     values = seeded_embeddings(hidden, n, seed, embedding_scale(model_dir))
+    encoder: Any = peft_model.prompt_encoder["default"]  # peft's PromptEmbedding
     with torch.no_grad():
-        peft_model.prompt_encoder["default"].embedding.weight.copy_(torch.from_numpy(values))
+        encoder.embedding.weight.copy_(torch.from_numpy(values))
     out = Path(out_dir)
     peft_model.save_pretrained(str(out))
     return out

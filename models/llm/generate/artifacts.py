@@ -134,7 +134,7 @@ def validate_generation(
             )
         bad = [h for h in manifest.heads or () if num_heads and not 0 <= h < num_heads]
         if bad:
-            raise ArtifactError(f"heads {bad} are not heads of this backbone (0..{num_heads - 1})")
+            raise ArtifactError(f"heads {bad} are not heads of this backbone ({num_heads} heads)")
     elif isinstance(manifest, HardPromptManifest):
         if artifact.tensors:
             raise ArtifactError("a hard prompt has no tensors")

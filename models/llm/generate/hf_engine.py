@@ -101,7 +101,7 @@ def select_pool(model: Any, requests: Sequence[tuple[PromptLayout, PoolChoice]])
 
     def hook(layer_index: int) -> Any:
         def read(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            hidden: Any = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             cos, sin = kwargs["position_embeddings"]
             batch, length, _ = hidden.shape
             shape = (batch, length, -1, module.head_dim)
