@@ -95,17 +95,19 @@ def embed(layouts: Sequence[PromptLayout], table: Any, *, left_pad_to: int | Non
     length = left_pad_to if left_pad_to is not None else width
     if length < width:
         raise ValueError(f"left_pad_to={length} is shorter than the longest layout ({width})")
+    weight = table.weight if hasattr(table, "weight") else table
     ids = torch.zeros((len(layouts), length), dtype=torch.long)
     real = torch.zeros((len(layouts), length), dtype=torch.bool)
     for row, layout in enumerate(layouts):
         pad = length - len(layout)
         ids[row, pad:] = torch.tensor(layout.tokens(0), dtype=torch.long)
         real[row, pad:] = True
-    weight = table.weight if hasattr(table, "weight") else table
-    out = torch.nn.functional.embedding(ids, weight) * real.unsqueeze(-1).to(weight.dtype)
-    for row, layout in enumerate(layouts):
-        pad = length - len(layout)
-        for start, rows in layout.soft_positions():
-            values = torch.as_tensor(np.asarray(rows), dtype=weight.dtype)
-            out[row, pad + start : pad + start + len(values)] = values
+    ids, real = ids.to(weight.device), real.to(weight.device)
+    with torch.no_grad():
+        out = torch.nn.functional.embedding(ids, weight) * real.unsqueeze(-1).to(weight.dtype)
+        for row, layout in enumerate(layouts):
+            pad = length - len(layout)
+            for start, rows in layout.soft_positions():
+                values = torch.as_tensor(np.asarray(rows), dtype=weight.dtype, device=weight.device)
+                out[row, pad + start : pad + start + len(values)] = values
     return out
