@@ -29,6 +29,9 @@ class _Request(BaseModel):
     stream: bool = Field(False, description="Server-sent events, one chunk per step.")
     stream_options: StreamOptions | None = None
     n: int | None = Field(None, ge=1, le=1, description="Only 1 is served.")
+    ignore_eos: bool = Field(
+        False, description="vLLM's extension: go on past EOS until max_tokens (benchmarks)."
+    )
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

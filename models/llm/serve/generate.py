@@ -202,6 +202,7 @@ class GenerateRoutes(LlmGateway):
             top_p=1.0 if req.top_p is None else req.top_p,
             seed=req.seed,
             stop=tuple(req.stop_list()),
+            ignore_eos=req.ignore_eos,
         )
         stream = self.services["generator"].options(stream=True).generate.remote(call)
         try:

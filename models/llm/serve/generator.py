@@ -45,6 +45,7 @@ class GenerateCall:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
     request_id: str = ""
 
 
@@ -163,7 +164,7 @@ class Generator:
             temperature=call.temperature,
             top_p=call.top_p,
             seed=call.seed,
-            stop_token_ids=self.stop_token_ids,
+            stop_token_ids=() if call.ignore_eos else self.stop_token_ids,
         )
         request = EngineRequest(rendered.layout, sampling, rendered.pool, call.request_id)
         text = IncrementalText(self.tokenizer, call.stop)
