@@ -1,6 +1,7 @@
-"""The retrieval half of `promptserve demo`: a tiny causal LM with seeded random weights,
-exported for PromptReps, served beside the CLIP app, indexing and querying the bundled
-BEIR-format corpus (promptserve/data/beir-demo), then scored with pytrec_eval.
+"""The LLM half of `promptserve demo`: a tiny causal LM with seeded random weights, exported
+for PromptReps, served beside the CLIP app, indexing and querying the bundled BEIR-format
+corpus (promptserve/data/beir-demo), scored with pytrec_eval; then generating with a soft
+prompt and an IDP pool through the openai client (sdk/demo_generate.py).
 
 The weights are random, so the dense run is noise; the sparse run still finds passages that
 share the query's words (PromptReps keeps only a text's own words), which the scores show.
@@ -58,6 +59,8 @@ def run_retrieval(workdir: Path, *, port: int) -> None:
             "encoder": {"num_cpus": 0.5},
             "gateway": {"num_cpus": 0.0},
             "indexer": {"num_cpus": 0.0},
+            # the same app generates (sdk/demo_generate.py): the whole tiny backbone, CPU
+            "generator": {"num_cpus": 0.0, "max_batch_rows": 8},
             "log_level": "WARNING",
         }
     )
@@ -89,3 +92,7 @@ def run_retrieval(workdir: Path, *, port: int) -> None:
         print("\nBEIR-style evaluation of the demo set (random weights: dense is noise):")
         print(table(evaluate(data, search, ["dense", "sparse", "hybrid"])))
         print()
+    from promptserve.demo_generate import run_generation
+    from promptserve.models.llm.export.seeded import demo_llm_dir
+
+    run_generation(url, info.backbone, demo_llm_dir())

@@ -219,6 +219,11 @@ def test_demo_once_exits_zero(tmp_path):
     assert "WinCLIP on circle.png" in out.stdout and "SCLIP on circle.png" in out.stdout
     for picture in ("anomaly-circle.png", "segment-circle.png"):
         assert (tmp_path / picture).stat().st_size > 0
+    # generation through the openai client: a PEFT soft prompt, an IDP pool's choice, a stream
+    lines = out.stdout.splitlines()
+    assert any(line.strip().startswith("peft-demo") and "->" in line for line in lines)
+    assert any(line.strip().startswith("idp-demo") and "[pool prompt" in line for line in lines)
+    assert "streamed chat with peft-demo:" in out.stdout
 
 
 def test_serve_preloads_and_stops_cleanly_on_ctrl_c(tiny_bundle, tiny_spec, tmp_path):
