@@ -372,7 +372,8 @@ def _declared_metrics() -> set[str]:
 def test_alerts_and_dashboard_use_known_metric_families():
     """Every promptserve metric the alerts and the dashboard query is one serving/metrics.py
     declares (the exported names are checked against a live server in
-    tests/e2e/test_deploy_serving.py); the Retrieval row plots the index and token metrics."""
+    tests/e2e/test_deploy_serving.py); the Retrieval row plots the index and token metrics, the Generation row tokens/s, time to
+    first token, inter-token latency and IDP selections per prompt."""
     rules = yaml.safe_load((DEPLOY / "base" / "prometheusrule.yaml").read_text())
     exprs = [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
     dash = json.loads((DEPLOY / "base" / "grafana-dashboard.json").read_text())
@@ -383,13 +384,29 @@ def test_alerts_and_dashboard_use_known_metric_families():
     ours = {n for n in used if n.startswith("ray_promptserve_")}
     assert "ray_promptserve_index_query_latency_seconds_bucket" in _declared_metrics()
     assert ours <= _declared_metrics(), sorted(ours - _declared_metrics())
-    (row,) = [i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Retrieval"]
-    below = [t["expr"] for p in panels[row + 1 :] for t in p["targets"]]
-    assert _metric_names("\n".join(below)) == {
+
+    def row(title: str) -> set[str]:
+        """The metrics the panels of one row plot (up to the next row)."""
+        (at,) = [i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == title]
+        exprs = []
+        for p in panels[at + 1 :]:
+            if p["type"] == "row":
+                break
+            exprs += [t["expr"] for t in p["targets"]]
+        return _metric_names("\n".join(exprs))
+
+    assert row("Retrieval") == {
         "ray_promptserve_index_documents",
         "ray_promptserve_index_writes_total",
         "ray_promptserve_index_query_latency_seconds_bucket",
         "ray_promptserve_tokens_total",
+    }
+    assert row("Generation") == {
+        "ray_promptserve_generated_tokens_total",
+        "ray_promptserve_prompt_tokens_total",
+        "ray_promptserve_time_to_first_token_seconds_bucket",
+        "ray_promptserve_inter_token_latency_seconds_bucket",
+        "ray_promptserve_pool_selections_total",
     }
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
