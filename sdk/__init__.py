@@ -26,6 +26,7 @@ from promptserve._exceptions import (
     PromptServeError,
     ServerOverloaded,
 )
+from promptserve._generation import AsyncStream, Stream
 from promptserve._version import __version__
 from promptserve.overlay import heatmap, overlay, segment_overlay
 from promptserve.types import (
@@ -48,6 +49,14 @@ from promptserve.types import (
     SegmentRequest,
     SegmentResponse,
 )
+from promptserve.types.generation import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatMessage,
+    Completion,
+    GenModelList,
+    PromptSelection,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -57,16 +66,22 @@ __all__ = [
     "AnomalyRequest",
     "AnomalyResponse",
     "AsyncClient",
+    "AsyncStream",
     "AuthError",
     "BackboneMismatch",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatMessage",
     "ClassifyRequest",
     "ClassifyResponse",
     "Client",
+    "Completion",
     "ConflictError",
     "EncodedArray",
     "ErrorBody",
     "ErrorDetail",
     "ErrorType",
+    "GenModelList",
     "ImageAnomaly",
     "ImageClassification",
     "ImageGeometry",
@@ -80,11 +95,13 @@ __all__ = [
     "PromptInfo",
     "PromptList",
     "PromptNotFound",
+    "PromptSelection",
     "PromptServeError",
     "RegisterPromptRequest",
     "SegmentRequest",
     "SegmentResponse",
     "ServerOverloaded",
+    "Stream",
     "__version__",
     "heatmap",
     "overlay",

@@ -32,6 +32,7 @@ from promptserve._constants import (
     PROGRESS_THRESHOLD,
 )
 from promptserve._exceptions import InvalidInput
+from promptserve._generation import AsyncGenerationMixin, GenerationMixin
 from promptserve._retrieval import AsyncRetrievalMixin, RetrievalMixin
 from promptserve.images import _RESAMPLE, ImageInput, image_to_bytes
 from promptserve.types import (
@@ -262,7 +263,7 @@ def _chunked(
     )  # fmt: skip
 
 
-class Client(RetrievalMixin, BaseClient):
+class Client(RetrievalMixin, GenerationMixin, BaseClient):
     """Synchronous client of a promptserve server.
 
     Args:
@@ -306,13 +307,27 @@ class Client(RetrievalMixin, BaseClient):
         self.close()
 
     def _request(
-        self, method: str, path: str, *, body: Any = None, timeout: Timeout | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        timeout: Timeout | None = None,
+        stream: bool = False,
     ) -> httpx.Response:
+        """Send with retries. With `stream`, a successful response comes back with its body
+        unread (the caller reads and closes it: retries end at its first byte); an error
+        response is read and closed here, to be retried or raised."""
         request = self._build_request(self._http, method, path, body=body, timeout=timeout)
         attempt = 0
         while True:
             try:
-                response = self._http.send(request)
+                response = self._http.send(request, stream=stream)
+                if stream and not response.is_success:
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
             except httpx.TransportError as exc:
                 time.sleep(self._delay_after_error(request, attempt, exc))
             else:
@@ -549,7 +564,7 @@ class Client(RetrievalMixin, BaseClient):
             return False
 
 
-class AsyncClient(AsyncRetrievalMixin, BaseClient):
+class AsyncClient(AsyncRetrievalMixin, AsyncGenerationMixin, BaseClient):
     """Asynchronous client of a promptserve server; the methods of `Client`, awaitable.
 
     Args:
@@ -592,13 +607,25 @@ class AsyncClient(AsyncRetrievalMixin, BaseClient):
         await self.aclose()
 
     async def _request(
-        self, method: str, path: str, *, body: Any = None, timeout: Timeout | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        timeout: Timeout | None = None,
+        stream: bool = False,
     ) -> httpx.Response:
+        """`Client._request`, awaited."""
         request = self._build_request(self._http, method, path, body=body, timeout=timeout)
         attempt = 0
         while True:
             try:
-                response = await self._http.send(request)
+                response = await self._http.send(request, stream=stream)
+                if stream and not response.is_success:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
             except httpx.TransportError as exc:
                 await asyncio.sleep(self._delay_after_error(request, attempt, exc))
             else:

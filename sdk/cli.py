@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from promptserve._exceptions import APIConnectionError, PromptServeError
 
@@ -280,6 +281,45 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         else:
             client.delete_prompt(args.prompt_id)
             print(f"deleted {args.prompt_id}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Print the text `--model` generates for TEXT (`-`: read stdin), as it comes with
+    `--stream`; for an IDP pool, the chosen prompt goes to stderr, before the text."""
+    from promptserve import Client
+    from promptserve._generation import _selection_note
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    options = {
+        "model": args.model, "max_tokens": args.max_tokens, "temperature": args.temperature,
+        "top_p": args.top_p, "seed": args.seed, "stop": args.stop or None,
+    }  # fmt: skip
+    messages = [{"role": "user", "content": text}]
+
+    def show(answer: Any, piece: str | None) -> None:
+        note = _selection_note(answer)
+        if note is not None:
+            print(note, file=sys.stderr, flush=True)
+        print(piece or "", end="", flush=True)
+
+    with Client(args.url, api_key=args.api_key) as client:
+        if not args.stream:
+            if args.chat:
+                chat = client.chat(messages, **options)
+                show(chat, chat.choices[0].message.content)
+            else:
+                completion = client.generate(text, **options)
+                show(completion, completion.choices[0].text)
+        elif args.chat:
+            with client.chat(messages, stream=True, **options) as chat_chunks:
+                for chat_chunk in chat_chunks:
+                    show(chat_chunk, "".join(c.delta.content or "" for c in chat_chunk.choices))
+        else:
+            with client.generate(text, stream=True, **options) as chunks:
+                for chunk in chunks:
+                    show(chunk, "".join(c.text for c in chunk.choices))
+    print()
     return 0
 
 
@@ -554,6 +594,23 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in (x1, x2, x3, x4):
         cmd.set_defaults(fn=cmd_index)
 
+    g = sub.add_parser(
+        "generate", help="generate text with a served LLM prompt (soft prompt, IDP pool, hard)"
+    )
+    g.add_argument("text", metavar="TEXT", help="the prompt to continue (`-`: read stdin)")
+    g.add_argument("--model", required=True, help="a generation model id (GET /v1/models)")
+    g.add_argument("--chat", action="store_true", help="send TEXT as a user turn of a chat")
+    g.add_argument(
+        "--stream", action=argparse.BooleanOptionalAction, default=True,
+        help="print the text as it is generated (default) or when complete",
+    )  # fmt: skip
+    g.add_argument("--max-tokens", type=int, help="new tokens at most")
+    g.add_argument("--temperature", type=float, help="0 is greedy (server default 1)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling mass (default 1)")
+    g.add_argument("--seed", type=int, help="repeatable sampling")
+    g.add_argument("--stop", action="append", help="a stop sequence (repeatable)")
+    g.set_defaults(fn=cmd_generate)
+
     pr = sub.add_parser("prompts", help="list, add or remove prompts on a running server")
     psub = pr.add_subparsers(dest="action", required=True, metavar="ACTION")
     s = psub.add_parser("list", help="list registered prompts")
@@ -562,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     s3.add_argument("--prompt-id", help="name to serve it under")
     s4 = psub.add_parser("rm", help="remove a prompt")
     s4.add_argument("prompt_id")
-    for cmd in (s, s3, s4, ea, es, er, x1, x2, x3, x4):
+    for cmd in (s, s3, s4, ea, es, er, x1, x2, x3, x4, g):
         cmd.add_argument(
             "--url",
             default=None,

@@ -233,7 +233,9 @@ def llm_server(ray_cluster, tiny_llm_bundle, tmp_path_factory):
         encoder={"max_batch_tokens": 1024, "num_cpus": 0.25},
         gateway={"num_cpus": 0.25},
         indexer={"num_cpus": 0.25},
-        generator={"num_cpus": 0.25, "max_batch_rows": 8, "max_tokens": 512},
+        # no logical CPU of its own: the test cluster's 4 are spoken for by the other apps
+        # and the ones tests deploy (Ray's CPU count is bookkeeping; it still computes)
+        generator={"num_cpus": 0.0, "max_batch_rows": 8, "max_tokens": 512},
         limits={"max_texts_per_request": 32, "max_k": 50, "max_document_chars": 4000},
         auth={"admin_keys": [LLM_ADMIN], "api_keys_env": None, "admin_keys_env": None},
     )

@@ -57,18 +57,29 @@ def test_rendered_serve_config_deploys_and_serves(ray_cluster, tiny_bundle, tmp_
         serve.delete("k8s-rendered")
 
 
-def _used_metric_names(retrieval: bool = False) -> set[str]:
+def _used_metric_names(retrieval: bool = False, row: str | None = None) -> set[str]:
     """The metrics the alerts and the dashboard query: those of the retrieval alert group and
     the dashboard's Retrieval row (which only an app of a retrieving family exports), or the
-    others."""
+    others (the rows above Retrieval); with `row`, only that dashboard row's panels."""
     rules = yaml.safe_load((DEPLOY / "base" / "prometheusrule.yaml").read_text())
     dash = json.loads((DEPLOY / "base" / "grafana-dashboard.json").read_text())
+    panels = dash["panels"]
+    rows = [i for i, p in enumerate(panels) if p["type"] == "row"]
+
+    def in_row(title: str) -> list[dict]:
+        at = next(i for i in rows if panels[i]["title"] == title)
+        end = next((i for i in rows if i > at), len(panels))
+        return panels[at + 1 : end]
+
+    if row is not None:
+        exprs = [t["expr"] for p in in_row(row) for t in p["targets"]]
+        return set(re.findall(r"\b(ray_[a-z0-9_]+)", "\n".join(exprs)))
     groups = rules["spec"]["groups"]
     exprs = [r["expr"] for g in groups if g["name"].endswith(".retrieval") == retrieval
              for r in g["rules"]]  # fmt: skip
-    row = next(i for i, p in enumerate(dash["panels"]) if p["title"] == "Retrieval")
-    panels = dash["panels"][row + 1 :] if retrieval else dash["panels"][:row]
-    exprs += [t["expr"] for p in panels for t in p["targets"]]
+    first = next(i for i in rows if panels[i]["title"] == "Retrieval")
+    chosen = in_row("Retrieval") if retrieval else panels[:first]
+    exprs += [t["expr"] for p in chosen for t in p.get("targets", [])]
     return set(re.findall(r"\b(ray_[a-z0-9_]+)", "\n".join(exprs)))
 
 
@@ -141,10 +152,11 @@ def test_retrieval_panels_use_exported_metrics(ray_cluster, tiny_llm_bundle, tmp
         tiny_llm_bundle,
         tmp_path / "store",
         index={"path": str(tmp_path / "indexes")},
-        # small CPU shares: the session's CLIP apps hold 3 of the test cluster's 4 CPUs
-        encoder={"num_cpus": 0.25},
-        gateway={"num_cpus": 0.25},
-        indexer={"num_cpus": 0.25},
+        # no logical CPUs: the session's CLIP apps and the LLM app (tests/conftest.py) may hold
+        # all of the test cluster's 4, depending on which tests ran first
+        encoder={"num_cpus": 0.0},
+        gateway={"num_cpus": 0.0},
+        indexer={"num_cpus": 0.0},
         auth={"admin_keys": [admin], "api_keys_env": None, "admin_keys_env": None},
     )
     serve.run(build_app(cfg), name="llm-metrics", route_prefix="/llm-metrics", blocking=False)

@@ -15,8 +15,7 @@ import time
 
 import numpy as np
 import pytest
-
-from tests.conftest import LLM_ADMIN
+from conftest import LLM_ADMIN
 
 pytestmark = pytest.mark.timeout(600)
 openai = pytest.importorskip("openai")
@@ -316,3 +315,56 @@ def test_client_that_disconnects_frees_its_row(llm_server):
     while handle.stats.remote().result()["running"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert handle.stats.remote().result()["running"] == 0
+
+
+def test_generation_row_of_the_dashboard_is_exported(oai, ray_cluster, prompts):
+    """The dashboard's Generation row (tokens/s by model, TTFT, inter-token latency, pool
+    selections) queries metrics this app exports once it generated, streamed and selected."""
+    from test_deploy_serving import _scrape_until_exported, _used_metric_names
+
+    oai.completions.create(model="pool", prompt=PROMPTS[0], max_tokens=4, temperature=0)
+    list(oai.completions.create(model="base", prompt=PROMPTS[0], max_tokens=4, stream=True))
+    wanted = _used_metric_names(row="Generation")
+    assert "ray_promptserve_pool_selections_total" in wanted
+    _scrape_until_exported(ray_cluster["metrics_port"], wanted)
+
+
+def test_sdk_generate_and_chat_stream_like_the_openai_client(llm_server, oai, prompts):
+    """promptserve's own client (sync and async, streamed and whole) says what the openai
+    client says, selection included."""
+    from promptserve import AsyncClient, Client
+
+    want = oai.completions.create(model="pool", prompt=PROMPTS[1], max_tokens=8, temperature=0)
+    messages = [{"role": "user", "content": "Tell me about rivers."}]
+    chat = oai.chat.completions.create(
+        model="soft-b", messages=messages, max_tokens=8, temperature=0
+    )
+    with Client(llm_server["url"], api_key=LLM_ADMIN) as client:
+        got = client.generate(PROMPTS[1], model="pool", max_tokens=8, temperature=0)
+        assert got.choices[0].text == want.choices[0].text
+        assert got.selection.index == want.selection["index"]
+        with client.generate(
+            PROMPTS[1], model="pool", max_tokens=8, temperature=0, stream=True
+        ) as stream:
+            chunks = list(stream)
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == want.choices[0].text
+        assert chunks[0].selection.index == want.selection["index"]
+        streamed = client.chat(messages, model="soft-b", max_tokens=8, temperature=0, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        assert text == chat.choices[0].message.content
+
+    async def main():
+        async with AsyncClient(llm_server["url"], api_key=LLM_ADMIN) as client:
+            whole = await client.chat(messages, model="soft-b", max_tokens=8, temperature=0)
+            parts = []
+            stream = await client.generate(
+                PROMPTS[1], model="pool", max_tokens=8, temperature=0, stream=True
+            )
+            async with stream:
+                async for c in stream:
+                    parts += [x.text for x in c.choices]
+            return whole.choices[0].message.content, "".join(parts)
+
+    whole, text = asyncio.run(main())
+    assert whole == chat.choices[0].message.content
+    assert text == want.choices[0].text

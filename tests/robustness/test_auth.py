@@ -40,9 +40,7 @@ def test_env_only_keys_travel_with_the_app_and_read_keys_cannot_write(
 
     def call(method: str, path: str = "", key: str | bytes | None = None, **kw) -> httpx.Response:
         headers = {"authorization": b"Bearer " + key if isinstance(key, bytes) else f"Bearer {key}"}
-        return httpx.request(
-            method, url + path, headers=headers if key else {}, timeout=60, **kw
-        )
+        return httpx.request(method, url + path, headers=headers if key else {}, timeout=60, **kw)
 
     try:
         assert call("GET").status_code == 401

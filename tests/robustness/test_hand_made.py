@@ -185,8 +185,8 @@ def test_chunked_multipart_is_held_to_the_body_limit(http):
     def chunks():
         for i in range(2):
             yield (
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"images\"; "
-                f"filename=\"{i}.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+                f'--{boundary}\r\nContent-Disposition: form-data; name="images"; '
+                f'filename="{i}.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
             ).encode()
             for j in range(0, len(part), 1 << 16):
                 yield part[j : j + (1 << 16)]
