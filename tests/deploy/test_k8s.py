@@ -28,9 +28,9 @@ from promptserve.serving.config import AppConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("cpu-dev", "gpu-prod", "gpu-triton", "retrieval")
+OVERLAYS = ("cpu-dev", "gpu-prod", "gpu-triton", "retrieval", "gpu-generate")
 # the app config each overlay renders (the one `promptserve serve` runs locally)
-APP_CONFIGS = {"retrieval": "config-retrieve.yaml"}
+APP_CONFIGS = {"retrieval": "config-retrieve.yaml", "gpu-generate": "config-generate.yaml"}
 CRDS = ROOT.parent / "shared" / "k8s-crds"
 
 
@@ -160,7 +160,14 @@ def test_serve_config_is_accepted_by_ray_serve(overlay):
     assert config.bundle.startswith("/data/") and config.prompts.store == "/data/prompts"
     deployments = {d.name: d for d in app.deployments}
     retrieval = overlay == "retrieval"  # the llm family's app also runs the indexer
-    assert set(deployments) == {"encoder", "gateway"} | ({"indexer"} if retrieval else set())
+    expected = {"encoder", "gateway"} | ({"indexer"} if retrieval else set())
+    if overlay == "gpu-generate":  # ... and, with a generator section, the generator
+        expected |= {"indexer", "generator"}
+        generator = deployments["generator"]
+        assert generator.ray_actor_options.num_gpus == 1
+        assert config.generator is not None and config.generator.engine == "vllm"
+        assert generator.max_ongoing_requests >= config.generator.max_waiting
+    assert set(deployments) == expected
     encoder = deployments["encoder"]
     # the index engine's directory and its catalog are on the data volume, on every overlay
     assert (config.index.path, config.index.catalog) == ("/data/indexes", "/data/indexes/catalog")
