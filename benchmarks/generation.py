@@ -254,11 +254,11 @@ def served_part(args: argparse.Namespace) -> dict[str, Any]:
             "prompt_id": f"soft-{i}",
         }
         httpx.post(url + "/v1/prompts", json=body, timeout=60).raise_for_status()
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
-
     async def mix(k: int) -> dict[str, float]:
         queue = list(range(args.requests))
         total = 0
+        # a client per run: each asyncio.run is a new event loop
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
 
         async def worker() -> None:
             nonlocal total
@@ -274,7 +274,8 @@ def served_part(args: argparse.Namespace) -> dict[str, Any]:
                 total += r.usage.completion_tokens
 
         wall = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        async with client:
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
         return {"tokens": total, "wall_s": time.perf_counter() - wall, "cpu_s": float("nan")}
 
     runs: dict[str, list[dict[str, float]]] = {f"served soft x{k}": [] for k in args.mixes}

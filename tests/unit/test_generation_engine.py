@@ -181,3 +181,27 @@ def test_text_holds_half_characters_and_cuts_at_stop_sequences():
     flushed = IncrementalText(_Chars(), ["STOP"])
     assert flushed.add(list(b"abST")) == "ab"
     assert flushed.add([], final=True) == "ST"
+
+
+def test_a_full_waiting_queue_refuses_instead_of_queueing(model_and_tok):
+    """Beyond `max_waiting` queued requests the engine raises EngineFull (the generator turns
+    it into a 503 with Retry-After) and the queued ones still complete."""
+    from promptserve.models.llm.generate.engine import EngineFull
+    from promptserve.models.llm.generate.hf_engine import HfEngine
+
+    model, tok = model_and_tok
+    engine = HfEngine(model, max_batch_rows=1, max_waiting=1)
+    layout = PromptLayout(tuple(tok("The sea")["input_ids"]))
+
+    async def main():
+        request = EngineRequest(layout, Sampling(max_tokens=3, temperature=0.0))
+        first, second = engine.stream(request), engine.stream(request)
+        queued = asyncio.ensure_future(first.__anext__())
+        refused = asyncio.ensure_future(second.__anext__())
+        await asyncio.sleep(0)  # both ran up to the queue check; the engine loop has not
+        with pytest.raises(EngineFull):
+            await refused
+        out = [await queued] + [o async for o in first]
+        return sum(len(o.token_ids) for o in out)
+
+    assert asyncio.run(main()) == 3
