@@ -11,6 +11,7 @@ from promptserve.types.classification import (
     ClassifyResponse,
     ImageClassification,
     LabelScore,
+    PromptChoice,
 )
 from promptserve.types.errors import ErrorBody, ErrorDetail, ErrorType
 from promptserve.types.models import ImageGeometry, ModelInfo
@@ -72,6 +73,7 @@ __all__ = [
     "LabelScore",
     "LookupDocumentsResponse",
     "ModelInfo",
+    "PromptChoice",
     "PromptInfo",
     "PromptList",
     "QueryResult",

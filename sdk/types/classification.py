@@ -37,12 +37,25 @@ class LabelScore(BaseModel):
     logit: float = Field(description="Scaled cosine similarity (CLIP logit).")
 
 
+class PromptChoice(BaseModel):
+    """One entry of a prompt pool that an image chose (dynamic prompting methods)."""
+
+    index: int = Field(description="Position in the artifact's pool (L2P prompt, MoCoOp expert).")
+    score: float = Field(
+        description="L2P: cosine similarity of the image with the prompt's key; MoCoOp: the "
+        "expert's gate weight (the two chosen weights sum to 1)."
+    )
+
+
 class ImageClassification(BaseModel):
     """Result for one input image, in input order."""
 
     index: int = Field(description="Position of the image in the request.")
     top: list[LabelScore] = Field(description="Best classes first.")
     logits: list[float] | None = Field(None, description="All logits, when requested.")
+    chosen: list[PromptChoice] | None = Field(
+        None, description="Pool entries this image chose, best first (`l2p`, `mocoop` only)."
+    )
 
 
 class ClassifyResponse(BaseModel):

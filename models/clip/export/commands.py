@@ -167,6 +167,55 @@ def _cupl(args: argparse.Namespace) -> PromptArtifact:
     )
 
 
+def _l2p_arguments(parser: argparse.ArgumentParser) -> None:
+    _checkpoint("output/.../checkpoint/task10_checkpoint.pth or pool.safetensors")(parser)
+    parser.add_argument("--top-n", type=int, default=5, help="prompts per image (l2p's top_k)")
+    parser.add_argument(
+        "--templates", default="default", help="class-text templates: a preset or a file"
+    )
+
+
+def _templates_option(value: str) -> str | list[str]:
+    path = Path(value)
+    if value not in ("imagenet80", "default") and path.exists():
+        return [t for t in path.read_text().splitlines() if t.strip()]
+    return value
+
+
+def _l2p(args: argparse.Namespace) -> PromptArtifact:
+    from promptserve.models.clip.export.importers.l2p import import_l2p
+
+    return import_l2p(
+        args.checkpoint,
+        classnames=_classnames(args),
+        backbone=backbone(args.backbone),
+        top_n=args.top_n,
+        templates=_templates_option(args.templates),
+    )
+
+
+def _mocoop_arguments(parser: argparse.ArgumentParser) -> None:
+    _checkpoint(".../prompt_learner/model.pth.tar-25")(parser)
+    parser.add_argument(
+        "--templates",
+        required=True,
+        type=Path,
+        help="one template per expert, in expert order (first of each PROMPTS group)",
+    )
+
+
+def _mocoop(args: argparse.Namespace) -> PromptArtifact:
+    from promptserve.models.clip.export.importers.mocoop import import_mocoop
+
+    templates = [t for t in args.templates.read_text().splitlines() if t.strip()]
+    return import_mocoop(
+        args.checkpoint,
+        classnames=_classnames(args),
+        backbone=backbone(args.backbone),
+        templates=templates,
+    )
+
+
 COMMANDS: dict[str, ImportCommand] = {
     "coop": ImportCommand(
         "a CoOp checkpoint from the official trainer (Dassl .pth.tar)",
@@ -208,5 +257,13 @@ COMMANDS: dict[str, ImportCommand] = {
     ),
     "cupl": ImportCommand(
         "CuPL generated prompts ({classname: [sentence, ...]} JSON)", _cupl_arguments, _cupl
+    ),
+    "l2p": ImportCommand(
+        "an L2P prompt pool (keys + prompts, chosen per image)", _l2p_arguments, _l2p
+    ),
+    "mocoop": ImportCommand(
+        "a MoCoOp checkpoint (mixture of CoOp experts, gated per image)",
+        _mocoop_arguments,
+        _mocoop,
     ),
 }

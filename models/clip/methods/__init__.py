@@ -9,6 +9,8 @@ from promptserve.models.clip.methods.cocoop import CoCoOpMethod
 from promptserve.models.clip.methods.coop import CoOpMethod, KgCoOpMethod
 from promptserve.models.clip.methods.cupl import CuPLMethod
 from promptserve.models.clip.methods.deep import IVLPMethod, MaPLeMethod
+from promptserve.models.clip.methods.l2p import L2PMethod
+from promptserve.models.clip.methods.mocoop import MoCoOpMethod
 from promptserve.models.clip.methods.templates import TemplatesMethod
 
 METHODS: dict[str, type[PromptMethod]] = {
@@ -22,6 +24,8 @@ METHODS: dict[str, type[PromptMethod]] = {
         MaPLeMethod,
         IVLPMethod,
         AnomalyCLIPMethod,
+        L2PMethod,
+        MoCoOpMethod,
     )
 }
 

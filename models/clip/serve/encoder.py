@@ -24,6 +24,8 @@ from promptserve.models.clip.deep_prompts import DeepPrompts, VisualPromptBatch,
 from promptserve.models.clip.maps import resize_bilinear
 from promptserve.models.clip.methods import get_method
 from promptserve.models.clip.methods.base import ClassHead, DenseHead
+from promptserve.models.clip.methods.l2p import L2PHead
+from promptserve.models.clip.methods.mocoop import MoCoOpHead
 from promptserve.models.clip.methods.segment import class_scores, segment
 from promptserve.models.clip.methods.winclip import WinCLIPHead
 from promptserve.models.clip.runtime import ClipGraphs
@@ -85,13 +87,19 @@ class EncoderDeployment(Encoder):
     async def classify(self, call: ClassifyCall) -> dict[str, Any]:
         """`{"results": [...per image...], "batch_images": [size of each vision batch the
         call's chunks rode in]}`."""
+        chosen: tuple[np.ndarray, np.ndarray] | None = None
         with self.admitted(len(call.crops)):
             head = await self._head(call.head)
-            parts = await asyncio.gather(
-                *(self._vision(VisionJob(call.crops[s], head.visual))
-                  for s in self.chunks(len(call.crops)))
-            )  # fmt: skip
-        embeds = _concat([e for e, _ in parts])
+            if isinstance(head, L2PHead):
+                embeds, sizes, chosen = await self._pool_vision(call.crops, head)
+            else:
+                parts = await asyncio.gather(
+                    *(self._vision(VisionJob(call.crops[s], head.visual))
+                      for s in self.chunks(len(call.crops)))
+                )  # fmt: skip
+                embeds, sizes = _concat([e for e, _ in parts]), [n for _, n in parts]
+        if isinstance(head, MoCoOpHead):
+            chosen = head.route(embeds)
         scored = functools.partial(
             score,
             embeds,
@@ -102,7 +110,37 @@ class EncoderDeployment(Encoder):
         )
         # e.g. CoCoOp runs the text encoder per image: off the event loop
         results = await asyncio.to_thread(scored) if head.dynamic else scored()
-        return {"results": results, "batch_images": [n for _, n in parts]}
+        if chosen is not None:
+            label = call.head.prompt_id if isinstance(call.head, PromptRef) else ""
+            selections = metrics().pool_selections
+            for result, index, weight in zip(results, *chosen, strict=True):
+                result["chosen"] = [
+                    {"index": int(i), "score": float(w)} for i, w in zip(index, weight, strict=True)
+                ]
+                for i in index:  # choices per prompt of the pool (Grafana: IDP selections)
+                    selections.inc(tags={"prompt_id": label, "choice": str(int(i))})
+        return {"results": results, "batch_images": sizes}
+
+    async def _pool_vision(
+        self, crops: np.ndarray, head: L2PHead
+    ) -> tuple[np.ndarray, list[int], tuple[np.ndarray, np.ndarray]]:
+        """L2P: a plain pass gives each image its query; each image then goes through the
+        prompted graph with the prompts it chose, images of different choices in one batch."""
+        query = await asyncio.gather(
+            *(self._vision(VisionJob(crops[s])) for s in self.chunks(len(crops)))
+        )
+        routing = head.route(_concat([e for e, _ in query]))
+        jobs = [
+            (rows[s], prompts)
+            for prompts, rows in routing.groups
+            for s in self.chunks(len(rows))
+        ]  # fmt: skip
+        parts = await asyncio.gather(*(self._vision(VisionJob(crops[r], p)) for r, p in jobs))
+        embeds = np.empty((len(crops), parts[0][0].shape[1]), parts[0][0].dtype)
+        for (rows, _), (part, _) in zip(jobs, parts, strict=True):
+            embeds[rows] = part
+        sizes = [n for _, n in (*query, *parts)]
+        return embeds, sizes, (routing.index, routing.score)
 
     @Encoder.sheds
     async def detect_anomalies(self, call: AnomalyCall) -> dict[str, Any]:
