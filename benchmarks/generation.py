@@ -254,6 +254,7 @@ def served_part(args: argparse.Namespace) -> dict[str, Any]:
             "prompt_id": f"soft-{i}",
         }
         httpx.post(url + "/v1/prompts", json=body, timeout=60).raise_for_status()
+
     async def mix(k: int) -> dict[str, float]:
         queue = list(range(args.requests))
         total = 0
