@@ -72,6 +72,27 @@ def chosen_layout(layout: PromptLayout, pool: PoolChoice, index: int) -> PromptL
     return PromptLayout(layout.ids, tuple(spans))
 
 
+def cache_keyword(model: Any) -> str:
+    """The forward's name for the KV cache: `cache` from transformers 5.25 (where
+    `past_key_values` is a deprecated alias), `past_key_values` before; passing the wrong one
+    would silently run without the cache."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _left_mask(layouts: Sequence[PromptLayout], device: Any = None) -> Any:
+    """[B, T] attention mask of left-padded `layouts` (1 = a real position)."""
+    import torch
+
+    width = max(len(x) for x in layouts)
+    mask = torch.zeros((len(layouts), width), dtype=torch.long, device=device)
+    for row, layout in enumerate(layouts):
+        mask[row, width - len(layout) :] = 1
+    return mask
+
+
 class _Stop(Exception):
     """Raised by the selection hook once the selection layer's attention is read: the layers
     after it are not needed."""
@@ -92,10 +113,8 @@ def select_pool(model: Any, requests: Sequence[tuple[PromptLayout, PoolChoice]])
     layouts, ranges = zip(*(pool_layout(layout, pool) for layout, pool in requests), strict=True)
     layers = model.model.layers
     depth = [len(layers) - 1 if pool.layer is None else pool.layer for _, pool in requests]
-    width = max(len(x) for x in layouts)
-    mask = torch.zeros((len(layouts), width), dtype=torch.long)
-    for row, layout in enumerate(layouts):
-        mask[row, width - len(layout) :] = 1
+    device = model.get_input_embeddings().weight.device
+    mask = _left_mask(layouts, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     captured: dict[int, Any] = {}
 
@@ -110,7 +129,7 @@ def select_pool(model: Any, requests: Sequence[tuple[PromptLayout, PoolChoice]])
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             k = repeat_kv(k, module.num_key_value_groups)
             scores = (q @ k.transpose(-1, -2)) * module.scaling
-            causal = torch.ones((length, length), dtype=torch.bool).tril()
+            causal = torch.ones((length, length), dtype=torch.bool, device=device).tril()
             allowed = causal[None, None] & mask[:, None, None, :].bool()
             scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
             captured[layer_index] = torch.softmax(scores.float(), dim=-1)
@@ -132,16 +151,17 @@ def select_pool(model: Any, requests: Sequence[tuple[PromptLayout, PoolChoice]])
                     inputs_embeds=inputs,
                     attention_mask=mask,
                     position_ids=positions,
-                    cache=DynamicCache(config=model.config),
                     use_cache=True,
+                    **{cache_keyword(model.model): DynamicCache(config=model.config)},
                 )
     finally:
         for h in handles:
             h.remove()
     out = []
+    width = mask.shape[1]
     for row, ((_, pool), spans, layout) in enumerate(zip(requests, ranges, layouts, strict=True)):
         pad = width - len(layout)
-        probs = captured[depth[row]][row, :, pad:, pad:].numpy()
+        probs = captured[depth[row]][row, :, pad:, pad:].float().cpu().numpy()
         stop = spans[-1][1]
         scores = pool_scores(probs, spans, (stop, len(layout)), pool.heads)
         best = int(np.argmax(scores))
@@ -189,6 +209,7 @@ class HfEngine(GenerationEngine):
 
         self.model = model.eval()
         self.table = model.get_input_embeddings()
+        self._cache_kw = cache_keyword(model)
         config = model.config
         self.max_positions = int(config.max_position_embeddings)
         self.hidden_size = int(config.hidden_size)
@@ -333,9 +354,9 @@ class HfEngine(GenerationEngine):
             input_ids=ids,
             attention_mask=self._mask,
             position_ids=positions,
-            cache=self._cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_kw: self._cache},
         )
         for slot in rows:
             slot.length += 1
@@ -353,19 +374,16 @@ class HfEngine(GenerationEngine):
                 assert slot.request.pool is not None
                 slot.layout = chosen_layout(slot.request.layout, slot.request.pool, selection.index)
         layouts = [s.layout or s.request.layout for s in slots]
-        width = max(len(x) for x in layouts)
-        mask = torch.zeros((len(slots), width), dtype=torch.long)
-        for row, layout in enumerate(layouts):
-            mask[row, width - len(layout) :] = 1
+        mask = _left_mask(layouts)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         out = self.model(
             inputs_embeds=embed(layouts, self.table),
             attention_mask=mask,
             position_ids=positions,
-            cache=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_kw: cache},
         )
         for slot, layout in zip(slots, layouts, strict=True):
             slot.length = len(layout)

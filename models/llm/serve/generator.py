@@ -102,6 +102,10 @@ class Generator:
 
     async def check_health(self) -> None:
         """Serve's probe: a replica whose engine loop died is replaced."""
+        probe = getattr(self.engine, "check_health", None)
+        if probe is not None:  # vLLM's own engine health
+            await probe()
+            return
         task = getattr(self.engine, "_task", None)
         if task is not None and task.done() and not task.cancelled() and task.exception():
             raise RuntimeError(f"the generation loop stopped: {task.exception()}")
