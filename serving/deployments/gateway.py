@@ -133,6 +133,10 @@ class Gateway:
             m.requests.inc(tags={"route": route, "prompt_id": prompt_id, "status": str(status)})
             m.latency.observe(time.perf_counter() - started, tags={"route": route})
 
+    def metric_label(self) -> str:
+        """The prompt id this request's metrics carry (capped, see `_label`; '' if none)."""
+        return _TAGS.get().get("prompt_id", "")
+
     def _label(self, prompt_id: str) -> None:
         """Tag this request's metrics with `prompt_id`, a registered prompt an authorised
         request resolved (never a client's raw input: label values are series, and Ray caps

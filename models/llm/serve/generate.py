@@ -120,12 +120,14 @@ class GenerateRoutes(LlmGateway):
         return models
 
     async def _model(self, name: str) -> tuple[str, PromptRef | None]:
-        """(label, prompt) for `model`: the base backbone or a generation prompt; 404 in
-        OpenAI's terms (`model_not_found`) otherwise."""
+        """(metric label, prompt) for `model`: the base backbone or a generation prompt; 404
+        in OpenAI's terms (`model_not_found`) otherwise. The label is the id, capped as every
+        prompt_id label is (`metrics.prompt_id_labels`)."""
         settings = self.config.generator
         assert settings is not None
         if name == settings.base_model:
-            return name, None
+            self._label(name)
+            return self.metric_label(), None
         try:
             _, ref = await self.prompt(name, "generate")
         except (PromptNotFound, InvalidInput) as exc:
@@ -137,7 +139,7 @@ class GenerateRoutes(LlmGateway):
                 "backbone with none",
                 param="model",
             ) from None
-        return name, ref
+        return self.metric_label(), ref
 
     # -- the request -------------------------------------------------------------------------
     def _check(self, req: CompletionRequest | ChatCompletionRequest) -> None:
