@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from promptserve.models.artifacts import PromptArtifact
@@ -59,8 +59,6 @@ class GenChunk:
     finish: str | None = None
     prompt_tokens: int = 0
     selection: Selection | None = None
-    max_tokens: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def build_engine(config: GeneratorConfig, bundle: Bundle) -> tuple[GenerationEngine, Any]:
@@ -177,14 +175,7 @@ class Generator:
             async for out in stream:
                 delta = text.add(out.token_ids, final=out.finish is not None)
                 finish = "stop" if text.stopped else out.finish
-                yield GenChunk(
-                    delta,
-                    len(out.token_ids),
-                    finish,
-                    out.prompt_tokens,
-                    out.selection,
-                    max_tokens,
-                )
+                yield GenChunk(delta, len(out.token_ids), finish, out.prompt_tokens, out.selection)
                 if finish is not None:
                     return
         except EngineFull as exc:
