@@ -93,6 +93,15 @@ def _left_mask(layouts: Sequence[PromptLayout], device: Any = None) -> Any:
     return mask
 
 
+STEPS_PER_HOP = 16
+
+
+def _deliver(outbox: list[tuple[_Slot, StepOutput]]) -> None:
+    """On the event loop: one step's outputs into their streams' queues."""
+    for slot, out in outbox:
+        slot.queue.put_nowait(out)
+
+
 class _Stop(Exception):
     """Raised by the selection hook once the selection layer's attention is read: the layers
     after it are not needed."""
@@ -225,6 +234,7 @@ class HfEngine(GenerationEngine):
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()  # one step at a time, whoever drives it
+        self._outbox: list[tuple[_Slot, StepOutput]] = []  # this step's outputs
         self.steps = 0
 
     # -- the public face ---------------------------------------------------------------------
@@ -277,7 +287,7 @@ class HfEngine(GenerationEngine):
                 continue
             admitted = self._admit()
             try:
-                await asyncio.to_thread(self.step, admitted)
+                await asyncio.to_thread(self._steps, admitted)
             except Exception as exc:  # a failed forward fails its requests, not the engine
                 log.exception("generation step failed")
                 for slot in [*self._running, *admitted]:
@@ -300,12 +310,24 @@ class HfEngine(GenerationEngine):
             tokens += size
         return admitted
 
+    def _steps(self, admitted: Sequence[_Slot]) -> None:
+        """Steps in the worker thread until a request arrives (or `STEPS_PER_HOP`): a hop to
+        the event loop and back between every token would cost more than a tiny model's
+        step. Arrivals wait at most one step; cancellations are seen at every step."""
+        self.step(admitted)
+        for _ in range(STEPS_PER_HOP - 1):
+            if not self._running or self._waiting:
+                return
+            self.step()
+
     def step(self, admitted: Sequence[_Slot] = ()) -> None:
         """One scheduler step: drop cancelled rows, decode the running ones, prefill
-        `admitted` and add them to the batch."""
+        `admitted` and add them to the batch; then hand every row's output to its stream
+        in one call to the event loop."""
         import torch
 
         with self._lock, torch.inference_mode():
+            self._outbox = []
             self._drop([s for s in self._running if s.cancelled])
             if self._running:
                 self._decode()
@@ -313,6 +335,9 @@ class HfEngine(GenerationEngine):
             if admitted:
                 self._prefill(admitted)
             self.steps += 1
+            outbox, self._outbox = self._outbox, []
+        if outbox:
+            outbox[0][0].loop.call_soon_threadsafe(_deliver, outbox)
 
     def _drop(self, slots: Sequence[_Slot]) -> None:
         if not slots:
@@ -433,7 +458,7 @@ class HfEngine(GenerationEngine):
             if first:
                 out.selection = slot.selection
                 out.prompt_tokens = slot.length
-            slot.put(out)
+            self._outbox.append((slot, out))
             if finish is not None:
                 done.append(slot)
         self._drop(done)
