@@ -196,6 +196,9 @@ def engine_part(args: argparse.Namespace) -> dict[str, Any]:
     ratios["soft x1 ÷ bare generate"] = (
         one / table_out["bare generate (1 soft prompt)"]["tokens_per_s"]
     )
+    ratios["soft x1 ÷ bare generate in a worker thread"] = (
+        one / table_out["bare generate, worker thread"]["tokens_per_s"]
+    )
     ratios["none ÷ soft x1"] = table_out["none"]["tokens_per_s"] / one
     for m in args.pools:
         ratios[f"idp m={m} ÷ soft x1"] = table_out[f"idp pool m={m}"]["tokens_per_s"] / one

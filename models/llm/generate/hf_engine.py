@@ -250,6 +250,13 @@ class HfEngine(GenerationEngine):
                 item = await slot.queue.get()
                 if isinstance(item, BaseException):
                     raise item
+                # a reader slower than the engine gets every token made meanwhile at once
+                while item.finish is None and not slot.queue.empty():
+                    more = slot.queue.get_nowait()
+                    if isinstance(more, BaseException):
+                        raise more
+                    item.token_ids += more.token_ids
+                    item.finish = more.finish
                 yield item
                 if item.finish is not None:
                     return
