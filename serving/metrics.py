@@ -101,7 +101,7 @@ def _m() -> Any:
         )
         time_to_first_token = rm.Histogram(
             "promptserve_time_to_first_token_seconds",
-            description="From a generation request's arrival to its first token, in the gateway.",
+            description="Streamed generation requests: arrival to first token, in the gateway.",
             boundaries=LATENCY_BUCKETS,
         )
         inter_token_latency = rm.Histogram(

@@ -205,6 +205,7 @@ class GenerateRoutes(LlmGateway):
             seed=req.seed,
             stop=tuple(req.stop_list()),
             ignore_eos=req.ignore_eos,
+            stream=req.stream,
         )
         stream = self.services["generator"].options(stream=True).generate.remote(call)
         try:
@@ -213,7 +214,8 @@ class GenerateRoutes(LlmGateway):
             raise ServeError("the generator ended without an answer") from None
         if isinstance(first, ServeError):
             raise first
-        metrics().time_to_first_token.observe(time.perf_counter() - arrived)
+        if req.stream:  # a whole answer arrives in one piece: its wait is not a first token's
+            metrics().time_to_first_token.observe(time.perf_counter() - arrived)
         reply = _Reply(chat, label, req.model)
         if not req.stream:
             chunks = [first]

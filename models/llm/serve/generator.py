@@ -46,6 +46,7 @@ class GenerateCall:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    stream: bool = True  # False: one chunk with the whole answer (fewer hops back)
     request_id: str = ""
 
 
@@ -59,6 +60,13 @@ class GenChunk:
     finish: str | None = None
     prompt_tokens: int = 0
     selection: Selection | None = None
+
+    def extend(self, later: GenChunk) -> GenChunk:
+        """This chunk followed by `later`, as one."""
+        self.text += later.text
+        self.tokens += later.tokens
+        self.finish = later.finish
+        return self
 
 
 def build_engine(config: GeneratorConfig, bundle: Bundle) -> tuple[GenerationEngine, Any]:
@@ -171,11 +179,20 @@ class Generator:
         request = EngineRequest(rendered.layout, sampling, rendered.pool, call.request_id)
         text = IncrementalText(self.tokenizer, call.stop)
         stream = self.engine.stream(request)
+        whole: GenChunk | None = None
         try:
             async for out in stream:
                 delta = text.add(out.token_ids, final=out.finish is not None)
                 finish = "stop" if text.stopped else out.finish
-                yield GenChunk(delta, len(out.token_ids), finish, out.prompt_tokens, out.selection)
+                chunk = GenChunk(
+                    delta, len(out.token_ids), finish, out.prompt_tokens, out.selection
+                )
+                if not call.stream:  # gathered here: one item crosses to the gateway
+                    whole = chunk if whole is None else whole.extend(chunk)
+                    if finish is None:
+                        continue
+                    chunk = whole
+                yield chunk
                 if finish is not None:
                     return
         except EngineFull as exc:
