@@ -4,11 +4,18 @@ the tests are the same over transformers (CPU) and vLLM (GPU)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from promptserve.models.llm.generate.params import EngineRequest, StepOutput
 
-__all__ = ["EngineFull", "GenerationEngine"]
+__all__ = ["EngineFull", "GenerationEngine", "eos_ids"]
+
+
+def eos_ids(value: int | Sequence[int] | None) -> tuple[int, ...]:
+    """A generation config's `eos_token_id` (one id, a list, or none) as a tuple."""
+    if value is None:
+        return ()
+    return (int(value),) if isinstance(value, int) else tuple(int(i) for i in value)
 
 
 class EngineFull(RuntimeError):
@@ -27,6 +34,20 @@ class GenerationEngine(ABC):
     max_positions: int
     #: the backbone's hidden size, the width a soft prompt must have
     hidden_size: int
+    #: decoder layers (an IDP pool's selection layer is one of them)
+    num_layers: int
+    #: the ids the checkpoint's generation config stops on (a chat model lists its end of
+    #: turn there, as Llama-3 does)
+    eos_token_ids: tuple[int, ...]
+
+    @property
+    @abstractmethod
+    def active(self) -> int:
+        """Requests being decoded now (metrics and tests: a dropped client frees its row)."""
+
+    @abstractmethod
+    async def check_health(self) -> None:
+        """Raise if the engine can no longer serve (Serve then replaces the replica)."""
 
     @abstractmethod
     def stream(self, request: EngineRequest) -> AsyncIterator[StepOutput]:

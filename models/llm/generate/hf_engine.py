@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from promptserve.models.llm.generate.engine import EngineFull, GenerationEngine
+from promptserve.models.llm.generate.engine import EngineFull, GenerationEngine, eos_ids
 from promptserve.models.llm.generate.layout import PromptLayout, SoftSpan, embed
 from promptserve.models.llm.generate.params import (
     EngineRequest,
@@ -82,15 +82,16 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _left_mask(layouts: Sequence[PromptLayout], device: Any = None) -> Any:
-    """[B, T] attention mask of left-padded `layouts` (1 = a real position)."""
+def _left_padded(layouts: Sequence[PromptLayout], device: Any = None) -> tuple[Any, Any]:
+    """[B, T] attention mask (1 = a real position) and position ids of left-padded
+    `layouts`: each row counts its own positions from 0 (padding gets 0, masked)."""
     import torch
 
     width = max(len(x) for x in layouts)
     mask = torch.zeros((len(layouts), width), dtype=torch.long, device=device)
     for row, layout in enumerate(layouts):
         mask[row, width - len(layout) :] = 1
-    return mask
+    return mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 STEPS_PER_HOP = 16
@@ -123,8 +124,7 @@ def select_pool(model: Any, requests: Sequence[tuple[PromptLayout, PoolChoice]])
     layers = model.model.layers
     depth = [len(layers) - 1 if pool.layer is None else pool.layer for _, pool in requests]
     device = model.get_input_embeddings().weight.device
-    mask = _left_mask(layouts, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    mask, positions = _left_padded(layouts, device)
     captured: dict[int, Any] = {}
 
     def hook(layer_index: int) -> Any:
@@ -223,6 +223,7 @@ class HfEngine(GenerationEngine):
         self.max_positions = int(config.max_position_embeddings)
         self.hidden_size = int(config.hidden_size)
         self.num_layers = int(config.num_hidden_layers)
+        self.eos_token_ids = eos_ids(getattr(model.generation_config, "eos_token_id", None))
         self.num_heads = int(config.num_attention_heads)
         self.max_batch_rows = max_batch_rows
         self.max_prefill_tokens = max_prefill_tokens
@@ -273,8 +274,14 @@ class HfEngine(GenerationEngine):
 
     @property
     def active(self) -> int:
-        """Requests being decoded now (for metrics and tests)."""
         return len(self._running)
+
+    async def check_health(self) -> None:
+        """The scheduler survives a failed step (its requests fail); if its task itself died,
+        nothing would run again."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            raise RuntimeError(f"the generation loop stopped: {task.exception()}")
 
     # -- the scheduler -----------------------------------------------------------------------
     def _ensure_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -406,8 +413,7 @@ class HfEngine(GenerationEngine):
                 assert slot.request.pool is not None
                 slot.layout = chosen_layout(slot.request.layout, slot.request.pool, selection.index)
         layouts = [s.layout or s.request.layout for s in slots]
-        mask = _left_mask(layouts)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        mask, positions = _left_padded(layouts)
         cache = DynamicCache(config=self.model.config)
         out = self.model(
             inputs_embeds=embed(layouts, self.table),

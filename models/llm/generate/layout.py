@@ -71,16 +71,6 @@ class PromptLayout:
             (start, span.embeddings) for start, span in zip(self.starts, self.spans, strict=True)
         ]
 
-    @staticmethod
-    def concat(parts: Sequence[PromptLayout]) -> PromptLayout:
-        """One layout after another (e.g. a rendered chat turn around a soft system prompt)."""
-        ids: list[int] = []
-        spans: list[SoftSpan] = []
-        for part in parts:
-            spans.extend(SoftSpan(s.position + len(ids), s.embeddings) for s in part.spans)
-            ids.extend(part.ids)
-        return PromptLayout(tuple(ids), tuple(spans))
-
 
 def embed(layouts: Sequence[PromptLayout], table: Any, *, left_pad_to: int | None = None) -> Any:
     """Input embeddings [B, T, d] (torch) of `layouts`, left-padded to `left_pad_to` (default:

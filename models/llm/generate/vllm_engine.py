@@ -51,7 +51,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptserve.models.llm.backbone import LlmBackboneSpec, weight_files
-from promptserve.models.llm.generate.engine import EngineFull, GenerationEngine
+from promptserve.models.llm.generate.engine import EngineFull, GenerationEngine, eos_ids
 from promptserve.models.llm.generate.layout import PromptLayout, embed
 from promptserve.models.llm.generate.params import (
     EngineRequest,
@@ -141,10 +141,7 @@ def _eos_ids(folder: Path) -> tuple[int, ...]:
     path = folder / "generation_config.json"
     if not path.is_file():
         return ()
-    eos = json.loads(path.read_text()).get("eos_token_id")
-    if eos is None:
-        return ()
-    return (int(eos),) if isinstance(eos, int) else tuple(int(i) for i in eos)
+    return eos_ids(json.loads(path.read_text()).get("eos_token_id"))
 
 
 @dataclasses.dataclass

@@ -103,12 +103,10 @@ class GenerateRoutes(LlmGateway):
         return info.model_copy(update={"object": "list", "data": await self.generation_models()})
 
     async def generation_models(self) -> list[GenModel]:
-        """The bare backbone and every registered generation prompt."""
-        if "generator" not in self.services:
-            return []
-        created = int(time.time())
-        base = self.config.generator.base_model if self.config.generator else "base"
-        models = [GenModel(id=base, created=created, root=self.bundle.backbone_id)]
+        """The bare backbone and every registered generation prompt (an app that generates)."""
+        assert self.config.generator is not None
+        base = self.config.generator.base_model
+        models = [GenModel(id=base, created=int(time.time()), root=self.bundle.backbone_id)]
         for info in await asyncio.to_thread(self.store.list):
             if info.method in GENERATION_METHODS and info.backbone == self.bundle.backbone_id:
                 stamp = int(info.registered_at.timestamp())

@@ -99,22 +99,17 @@ class Generator:
         self.config = config
         self.settings = config.generator
         self.bundle = Bundle(config.bundle)
-        self.llm = llm_config(self.bundle)
         self.store = PromptStore(config.prompts.store)
         self.engine, self.tokenizer = build_engine(self.settings, self.bundle)
-        self.num_layers = getattr(self.engine, "num_layers", None) or self.llm.num_layers or 1
-        self.stop_token_ids = _stop_ids(self.engine, self.tokenizer)
+        self.num_layers = self.engine.num_layers
+        # the checkpoint's EOS ids and its tokenizer's
+        eos = {*self.engine.eos_token_ids, self.tokenizer.eos_token_id} - {None}
+        self.stop_token_ids = tuple(sorted(eos))
         self._artifacts: OrderedDict[str, PromptArtifact] = OrderedDict()
 
     async def check_health(self) -> None:
-        """Serve's probe: a replica whose engine loop died is replaced."""
-        probe = getattr(self.engine, "check_health", None)
-        if probe is not None:  # vLLM's own engine health
-            await probe()
-            return
-        task = getattr(self.engine, "_task", None)
-        if task is not None and task.done() and not task.cancelled() and task.exception():
-            raise RuntimeError(f"the generation loop stopped: {task.exception()}")
+        """Serve's probe: a replica whose engine cannot serve is replaced."""
+        await self.engine.check_health()
 
     async def _artifact(self, ref: PromptRef) -> PromptArtifact:
         hit = self._artifacts.get(ref.content_id)
@@ -203,22 +198,4 @@ class Generator:
 
     def stats(self) -> dict[str, int]:
         """What the engine holds now (tests and /metrics: a dropped client frees its row)."""
-        return {"running": int(getattr(self.engine, "active", 0))}
-
-
-def _stop_ids(engine: GenerationEngine, tokenizer: Any) -> tuple[int, ...]:
-    """EOS ids the backbone stops on: its generation config's (a chat model lists its end of
-    turn there, as Llama-3 does) and its tokenizer's."""
-    ids: set[int] = set()
-    model = getattr(engine, "model", None)
-    config = getattr(model, "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(engine, "eos_token_ids", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif eos:
-        ids.update(int(i) for i in eos)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return tuple(sorted(ids))
+        return {"running": self.engine.active}
