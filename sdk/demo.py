@@ -28,7 +28,9 @@ arbitrary. With real weights:
   promptserve serve config.yaml        # see examples/config.yaml
   promptserve export --family llm --backbone hf-hub:meta-llama/Meta-Llama-3-8B-Instruct -o bundles/llama3
   promptserve import promptreps --model llama3 --backbone meta-llama/Meta-Llama-3-8B-Instruct -o artifacts/reps
-  promptserve serve examples/config-retrieve.yaml   # then: promptserve eval retrieve --data BEIR_DIR ..."""
+  promptserve serve examples/config-retrieve.yaml   # then: promptserve eval retrieve --data BEIR_DIR ...
+  promptserve import peft ADAPTER_DIR -o artifacts/soft     # a PEFT prompt-tuning adapter
+  promptserve serve examples/config-generate.yaml   # then: openai.OpenAI(base_url=".../v1"), model='soft'"""
 
 
 def sample_images() -> list[tuple[str, bytes]]:
