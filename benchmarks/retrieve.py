@@ -73,9 +73,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from serve_classify import (  # noqa: E402 -- shared benchmark helpers
-    _descendants,
+    _CLK_TCK,
     _free_port,
-    _proc_table,
+    cpu_snapshot,
     latency_stats,
     machine_info,
     save_report,
@@ -103,29 +103,6 @@ DEPTH = 1000  # the indexer's hybrid depth (limits.max_retrieve_depth; the offic
 
 # -- CPU accounting from /proc --------------------------------------------------------------------
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _role(pid: int) -> str:
-    if pid == os.getpid():
-        return "client"
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return "ray_other"
-    for key, role in (
-        (":encoder", "encoder"),
-        (":gateway", "gateway"),
-        (":indexer", "indexer"),
-        ("ProxyActor", "proxy"),
-        ("ServeController", "controller"),
-    ):
-        if key in cmd:
-            return role
-    return "ray_other"  # raylet, gcs_server, idle workers, agents
-
-
 ROLES = ("encoder", "gateway", "indexer", "proxy", "client", "controller", "ray_other")
 
 
@@ -146,18 +123,12 @@ class CpuWindow:
     busy_before: float = 0.0
     t0: float = 0.0
 
-    @staticmethod
-    def snapshot() -> dict[int, tuple[str, float]]:
-        table = _proc_table()
-        mine = _descendants(table, os.getpid())
-        return {pid: (_role(pid), table[pid][1]) for pid in mine if pid in table}
-
     def start(self) -> CpuWindow:
-        self.before, self.busy_before, self.t0 = self.snapshot(), _machine_busy_s(), time.time()
+        self.before, self.busy_before, self.t0 = cpu_snapshot(), _machine_busy_s(), time.time()
         return self
 
     def stop(self) -> dict[str, float]:
-        after, busy, wall = self.snapshot(), _machine_busy_s(), time.time() - self.t0
+        after, busy, wall = cpu_snapshot(), _machine_busy_s(), time.time() - self.t0
         used = dict.fromkeys(ROLES, 0.0)
         for pid, (role, cpu) in after.items():
             used[role] += cpu - (self.before[pid][1] if pid in self.before else 0.0)

@@ -253,6 +253,7 @@ def _role(pid: int) -> str:
     for key, role in (
         (":encoder", "encoder"),
         (":gateway", "gateway"),
+        (":indexer", "indexer"),  # the LLM family's index holder (benchmarks/retrieve.py)
         ("ProxyActor", "proxy"),
         ("ServeController", "controller"),
     ):
